@@ -1,0 +1,51 @@
+# abstats: one Makefile. `make demo` and `make test` are all a newcomer needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.install-stamp
+SCENARIO ?= promote
+
+.PHONY: install serve dev demo test test-fast lint format typecheck bench report-screenshot clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,demo]'
+	touch $(STAMP)
+
+serve: install
+	$(BIN)/abstats serve
+
+dev: install
+	$(BIN)/abstats dev
+
+demo: install
+	$(BIN)/abstats demo --scenario $(SCENARIO)
+
+test: install
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check abstats tests
+	$(BIN)/ruff format --check abstats tests
+	$(BIN)/lint-imports
+
+format: install
+	$(BIN)/ruff format abstats tests
+	$(BIN)/ruff check --fix abstats tests
+
+typecheck: install
+	$(BIN)/mypy
+
+bench: install
+	@for script in tests/perf/*.py; do \
+	  echo "== $$script"; $(BIN)/python $$script || exit 1; \
+	done
+
+report-screenshot: install
+	$(BIN)/python -m abstats.reports.screenshot
+
+clean:
+	rm -rf $(VENV) .pytest-pg .abstats .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from abstats.cli import app
+
+app(prog_name="abstats")

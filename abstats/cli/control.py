@@ -1,0 +1,104 @@
+"""``abstats experiments start|pause|resume|promote|rollback|weights|decisions``: manual control
+from a shell, recorded as decisions with the actor ``cli``. Prints the decision id and reason."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from abstats.cli.main import app, fail
+from abstats.control import service
+from abstats.db.engine import session_scope
+from abstats.db.models import Decision
+from abstats.errors import AbstatsError
+
+experiments_app = typer.Typer(help="Experiment lifecycle and manual control.", no_args_is_help=True)
+app.add_typer(experiments_app, name="experiments")
+
+ACTOR = "cli"
+REASON = typer.Option(None, "--reason", help="Why; stored on the decision.")
+
+
+def _echo(decision: Decision) -> None:
+    typer.echo(
+        f"decision {decision.id}: {decision.action} {decision.status_before} -> "
+        f"{decision.status_after}, weights {decision.weights_after}; {decision.reason}"
+    )
+
+
+def _run(action: str, key: str, **kwargs: object) -> None:
+    try:
+        with session_scope() as session:
+            decision = getattr(service, action)(session, key, actor=ACTOR, **kwargs)
+            _echo(decision)
+    except AbstatsError as exc:
+        fail(exc.detail)
+
+
+@experiments_app.command("start")
+def start(key: str, reason: str | None = REASON) -> None:
+    """draft -> running (with a ramp, the candidates start at the first step)."""
+    _run("start", key, reason=reason)
+
+
+@experiments_app.command("pause")
+def pause(key: str, reason: str | None = REASON) -> None:
+    _run("pause", key, reason=reason)
+
+
+@experiments_app.command("resume")
+def resume(key: str, reason: str | None = REASON) -> None:
+    _run("resume", key, reason=reason)
+
+
+@experiments_app.command("promote")
+def promote(key: str, variant: str, reason: str | None = REASON) -> None:
+    """Give VARIANT all traffic and conclude the experiment."""
+    try:
+        with session_scope() as session:
+            _echo(service.promote(session, key, variant, actor=ACTOR, reason=reason))
+    except AbstatsError as exc:
+        fail(exc.detail)
+
+
+@experiments_app.command("rollback")
+def rollback(key: str, reason: str | None = REASON) -> None:
+    _run("rollback", key, reason=reason)
+
+
+@experiments_app.command("weights")
+def weights(
+    key: str,
+    weights_json: str = typer.Argument(..., help='e.g. \'{"v1": 25, "v2": 75}\''),
+    reason: str | None = REASON,
+) -> None:
+    """Set the weights by hand (a new weight epoch)."""
+    try:
+        parsed = json.loads(weights_json)
+    except ValueError:
+        fail(f'weights must be a JSON object like \'{{"v1": 25, "v2": 75}}\', got {weights_json!r}')
+        return
+    if not isinstance(parsed, dict):
+        fail("weights must be a JSON object of variant -> weight")
+        return
+    try:
+        with session_scope() as session:
+            _echo(service.set_weights(session, key, parsed, actor=ACTOR, reason=reason))
+    except AbstatsError as exc:
+        fail(exc.detail)
+
+
+@experiments_app.command("decisions")
+def decisions(key: str, limit: int = typer.Option(20, min=1, max=100)) -> None:
+    """The audit trail, newest first, one line each."""
+    try:
+        with session_scope() as session:
+            rows, _ = service.list_decisions(session, key, limit=limit, starting_after=None)
+            for d in rows:
+                applied = "" if d.applied else " (recommended)"
+                typer.echo(
+                    f"{d.id}\t{d.created_at.isoformat()}\t{d.action}{applied}\t{d.actor}\t{d.reason}"
+                )
+    except AbstatsError as exc:
+        fail(exc.detail)

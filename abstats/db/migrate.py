@@ -1,0 +1,59 @@
+"""Run Alembic migrations safely from several processes at once (PostgreSQL advisory lock)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, text
+
+# Arbitrary constant: the advisory-lock key that serialises migrations across processes.
+MIGRATION_LOCK_KEY = 0x61627374_01  # "abst" + 1
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def alembic_config() -> Config:
+    ini = _ROOT / "alembic.ini"
+    cfg = Config(str(ini)) if ini.exists() else Config()
+    cfg.set_main_option("script_location", str(_ROOT / "migrations"))
+    return cfg
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """``alembic upgrade`` under an advisory lock: idempotent, and safe when two processes start."""
+    _locked(engine, lambda cfg: command.upgrade(cfg, revision))
+
+
+def downgrade(engine: Engine, revision: str = "base") -> None:
+    _locked(engine, lambda cfg: command.downgrade(cfg, revision))
+
+
+def _locked(engine: Engine, run: object) -> None:
+    cfg = alembic_config()
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+        conn.commit()
+        try:
+            cfg.attributes["connection"] = conn
+            run(cfg)  # type: ignore[operator]
+            conn.commit()
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            conn.commit()
+
+
+def at_head(engine: Engine) -> bool:
+    return current_revision(engine) == head_revision()
