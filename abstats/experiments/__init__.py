@@ -1,0 +1,1 @@
+"""Experiment registry: experiments, variants, weight epochs, decisions as the audit trail, keys."""

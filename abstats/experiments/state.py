@@ -1,0 +1,164 @@
+"""Changing an experiment's status or weights: always through ``change_state``, which writes the
+decision row, the new weight epoch and the experiment row in the caller's transaction, so they
+commit together (or not at all). Router calls and notifications are delivered afterwards from the
+outbox (``abstats.control``), keyed by the decision id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from abstats.db.models import Decision, Experiment, OutboxItem
+from abstats.errors import Conflict, FieldProblem, InvalidInput
+from abstats.experiments import repository
+
+# Allowed status transitions (DESIGN.md section 1): draft -> running <-> paused -> concluded | rolled_back
+TRANSITIONS: dict[str, set[str]] = {
+    "draft": {"running"},
+    "running": {"paused", "concluded", "rolled_back"},
+    "paused": {"running", "concluded", "rolled_back"},
+    "concluded": set(),
+    "rolled_back": set(),
+}
+
+
+@dataclass(frozen=True)
+class StateChange:
+    action: str  # start, pause, resume, reweight, promote, rollback, advance_ramp, ...
+    actor: str  # "policy" or "key:<id>"
+    reason: str
+    new_status: str | None = None
+    new_weights: dict[str, float] | None = None
+    snapshot_id: int | None = None
+    evidence: dict[str, Any] | None = None
+    applied: bool = True  # False: recorded as a recommendation only (policy mode "recommend")
+    winner: str | None = None
+    retire: tuple[str, ...] = ()
+
+
+def validate_weights(
+    weights: dict[str, float], variants: list[str], *, field: str = "weights"
+) -> dict[str, float]:
+    """Non-negative numbers for known variants, at least one positive; missing variants get 0."""
+    problems: list[FieldProblem] = []
+    for name, value in weights.items():
+        if name not in variants:
+            problems.append(
+                FieldProblem(f"{field}.{name}", f"unknown variant; known: {', '.join(variants)}")
+            )
+        elif (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or value != value
+            or value in (float("inf"), float("-inf"))
+        ):
+            problems.append(FieldProblem(f"{field}.{name}", "must be a finite number"))
+        elif value < 0:
+            problems.append(FieldProblem(f"{field}.{name}", "must be >= 0"))
+    if problems:
+        raise InvalidInput(
+            "Invalid weights: " + "; ".join(f"{p.field}: {p.message}" for p in problems),
+            errors=problems,
+        )
+    full = {v: float(weights.get(v, 0.0)) for v in variants}
+    if sum(full.values()) <= 0:
+        raise InvalidInput(
+            "At least one weight must be positive.",
+            errors=[FieldProblem(field, "all weights are 0")],
+        )
+    return full
+
+
+def current_weights(session: Session, experiment: Experiment) -> dict[str, float]:
+    """The latest weight epoch's weights (epoch 0 is opened when the experiment is created)."""
+    epoch = repository.current_epoch(session, experiment.id)
+    if epoch is None:
+        raise Conflict(
+            f"Experiment {experiment.key!r} has no weight history; it was not created through the registry."
+        )
+    return {k: float(v) for k, v in epoch.weights.items()}
+
+
+def change_state(
+    session: Session,
+    experiment: Experiment,
+    change: StateChange,
+    *,
+    now: datetime | None = None,
+    enqueue_router: bool = True,
+) -> Decision:
+    """Record ``change`` as a decision and, when applied, apply it to the experiment.
+
+    The caller holds the experiment row (``get_experiment(..., for_update=True)``) and commits.
+    """
+    now = now or datetime.now(UTC)
+    status_before = experiment.status
+    weights_before = current_weights(session, experiment)
+    if (
+        change.new_status is not None
+        and change.new_status != status_before
+        and change.new_status not in TRANSITIONS[status_before]
+    ):
+        raise Conflict(
+            f"Cannot {change.action} an experiment that is {status_before!r}"
+            f" (allowed from {status_before!r}: {sorted(TRANSITIONS[status_before]) or 'none'})."
+        )
+    weights_after = None
+    if change.new_weights is not None:
+        weights_after = validate_weights(change.new_weights, [v.key for v in experiment.variants])
+
+    decision = repository.add_decision(
+        session,
+        experiment_id=experiment.id,
+        snapshot_id=change.snapshot_id,
+        action=change.action,
+        actor=change.actor,
+        reason=change.reason,
+        applied=change.applied,
+        status_before=status_before,
+        status_after=change.new_status or status_before,
+        weights_before=weights_before,
+        weights_after=weights_after or weights_before,
+        evidence=change.evidence or {},
+        created_at=now,
+    )
+    if not change.applied:
+        return decision
+
+    if change.new_status is not None and change.new_status != status_before:
+        experiment.status = change.new_status
+        if change.new_status == "running" and experiment.started_at is None:
+            experiment.started_at = now
+        if change.new_status in ("concluded", "rolled_back"):
+            experiment.ended_at = now
+    if change.winner is not None:
+        experiment.winner_variant = change.winner
+    for variant in experiment.variants:
+        if variant.key in change.retire:
+            variant.retired = True
+    if weights_after is not None and weights_after != weights_before:
+        repository.open_epoch(
+            session, experiment.id, weights_after, at=now, decision_id=decision.id
+        )
+        if enqueue_router:
+            session.add(
+                OutboxItem(
+                    experiment_id=experiment.id,
+                    decision_id=decision.id,
+                    kind="router",
+                    payload={"weights": weights_after, "router": experiment.router},
+                )
+            )
+    if experiment.notifications.get("webhook_url"):
+        session.add(
+            OutboxItem(
+                experiment_id=experiment.id, decision_id=decision.id, kind="notify", payload={}
+            )
+        )
+    experiment.updated_at = now
+    session.flush()
+    return decision

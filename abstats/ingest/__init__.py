@@ -1,0 +1,1 @@
+"""Event ingestion: validation in bulk, COPY into a staging table, idempotent insert."""

