@@ -1,0 +1,1 @@
+"""Analysis: SQL aggregation -> sufficient statistics -> abstats.stats -> immutable snapshots; drift."""

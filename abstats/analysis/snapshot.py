@@ -1,0 +1,145 @@
+"""The analysis snapshot: what one analysis run found. Stored as JSON in
+``analysis_snapshot.result``; read by the decision step (``abstats.control``) and the reports.
+
+This module is the contract between analysis, control and reports: change it with all three in mind.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Status = Literal["ok", "not_enough_data", "degenerate", "before_horizon"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VariantValue(_Model):
+    """One metric's value in one variant (pooled over weight epochs)."""
+
+    units: int = Field(description="Units with at least one exposure/prediction in the variant.")
+    events: int = Field(
+        description="Events the metric counts (units with the outcome, requests, ...)."
+    )
+    value: float | None = Field(
+        description="The metric's estimate; None when it cannot be computed."
+    )
+    ci_lower: float | None = None
+    ci_upper: float | None = None
+
+
+class Comparison(_Model):
+    """A treatment variant against the control on one metric."""
+
+    variant: str
+    status: Status = "ok"
+    message: str = ""
+    absolute_effect: float | None = None
+    relative_effect: float | None = None
+    ci_lower: float | None = Field(
+        default=None, description="CI of the relative effect (absolute if relative is impossible)"
+    )
+    ci_upper: float | None = None
+    ci_scale: Literal["relative", "absolute"] = "relative"
+    p_value: float | None = Field(
+        default=None, description="Always-valid / sequential / fixed p-value per the design"
+    )
+    p_value_adjusted: float | None = Field(
+        default=None, description="After Holm across treatments and primaries"
+    )
+    significant: bool = False
+    better: bool | None = Field(
+        default=None, description="Significant in the metric's good direction"
+    )
+    worse: bool | None = Field(
+        default=None, description="Significant in the metric's bad direction"
+    )
+    non_inferior: bool | None = Field(
+        default=None, description="Guardrails: proven not worse than the margin"
+    )
+    margin: str | None = None
+    inference: str = "always_valid"
+
+
+class MetricResult(_Model):
+    metric: str
+    kind: str
+    role: Literal["primary", "guardrail", "secondary"]
+    direction: Literal["increase", "decrease"] | None
+    variants: dict[str, VariantValue]
+    comparisons: list[Comparison]
+
+
+class SrmResult(_Model):
+    observed: dict[str, int]
+    expected: dict[str, float]
+    p_value: float | None
+    threshold: float
+    flagged: bool
+    method: str
+
+
+class DriftCheck(_Model):
+    variant: str
+    target: str = Field(description="'score', 'feature:<name>' or 'outcome:<name>'")
+    reference: str = Field(
+        description="What it is compared with, e.g. 'control' or 'baseline window'"
+    )
+    psi: float | None
+    js_distance: float | None
+    p_value: float | None
+    p_value_adjusted: float | None
+    level: Literal["ok", "warn", "alert"]
+    flagged: bool
+    consecutive_windows: int = 0
+    reference_counts: list[float] = Field(default_factory=list)
+    current_counts: list[float] = Field(default_factory=list)
+    bin_labels: list[str] = Field(default_factory=list)
+
+
+class Gates(_Model):
+    """Minimum-sample gates of the policy: no decision before all are met."""
+
+    min_units_met: bool
+    min_events_met: bool
+    min_runtime_met: bool
+    units_per_variant: dict[str, int]
+    primary_events_per_variant: dict[str, int]
+    runtime_seconds: float
+
+    @property
+    def all_met(self) -> bool:
+        return self.min_units_met and self.min_events_met and self.min_runtime_met
+
+
+class SnapshotResult(_Model):
+    experiment: str
+    cutoff: datetime
+    weight_epoch: int
+    weights: dict[str, float] = Field(description="Current weights (the latest epoch)")
+    inference: str
+    alpha: float
+    units: dict[str, int]
+    exposures_by_epoch: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="epoch -> variant -> units first exposed"
+    )
+    mixed_exposure_units: int = 0
+    mixed_exposure_share: float = 0.0
+    last_event_at: datetime | None = None
+    runtime_seconds: float = 0.0
+    gates: Gates
+    metrics: list[MetricResult]
+    srm: SrmResult | None
+    drift: list[DriftCheck] = Field(default_factory=list)
+    recommendation: str = Field(
+        default="keep running", description="What the statistics alone suggest"
+    )
+    reason: str = ""
+    sequential_state: dict[str, object] = Field(
+        default_factory=dict,
+        description="State carried to the next look (previous always-valid p-values, group-sequential looks)",
+    )

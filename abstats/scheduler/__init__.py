@@ -1,0 +1,1 @@
+"""Scheduler: job wrappers and the leader-elected APScheduler process."""

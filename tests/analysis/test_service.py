@@ -1,0 +1,240 @@
+"""End to end on a real database: events -> rollups -> statistics -> an immutable snapshot."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from abstats.analysis.service import run_analysis
+from abstats.analysis.snapshot import SnapshotResult
+from abstats.db.models import AnalysisSnapshot
+from abstats.errors import Conflict, InvalidInput
+
+from .conftest import T0, Events, make_experiment, minutes, write_events
+
+POLICY = {
+    "min_units_per_variant": 100,
+    "min_events_per_variant": 10,
+    "min_runtime": "1h",
+    "mde": "50%",
+}
+METRICS = [
+    {
+        "key": "conversion",
+        "kind": "proportion",
+        "outcome": "converted",
+        "role": "primary",
+        "direction": "increase",
+    },
+    {"key": "errors", "kind": "error_rate", "role": "guardrail", "margin": 0.01},
+    {"key": "latency", "kind": "latency", "statistic": "mean", "role": "secondary"},
+]
+
+
+def traffic(
+    rng: np.random.Generator, units: int, rates: dict[str, float], prefix: str, start_min: float = 0
+) -> Events:
+    ev = Events()
+    for i in range(units):
+        variant = "control" if i % 2 == 0 else "treatment"
+        unit = f"{prefix}{i}"
+        ts = T0 + minutes(start_min + 180 * i / units)
+        ev.exposures.append({"variant": variant, "unit_id": unit, "ts": ts})
+        ev.predictions.append(
+            {
+                "variant": variant,
+                "unit_id": unit,
+                "request_id": f"r{unit}",
+                "ts": ts,
+                "score": 0.5,
+                "latency_ms": 10.0 + (i % 7),
+                "error": False,
+            }
+        )
+        if rng.random() < rates[variant]:
+            ev.outcomes.append(
+                {"unit_id": unit, "name": "converted", "value": 1.0, "ts": ts + minutes(5)}
+            )
+    return ev
+
+
+def test_a_snapshot_per_new_data_and_none_without(db_session: Session) -> None:
+    rng = np.random.default_rng(5)
+    experiment = make_experiment(db_session, metrics=METRICS, policy=POLICY)
+    events = traffic(rng, 4000, {"control": 0.10, "treatment": 0.20}, "a")
+    write_events(db_session, experiment, events)
+    first = run_analysis(db_session, experiment.key, wait_seconds=1)
+    assert first.created
+    result = SnapshotResult.model_validate(first.snapshot.result)
+    assert result.units == {"control": 2000, "treatment": 2000}
+    assert result.gates.all_met
+    assert result.srm is not None and not result.srm.flagged
+    conversion = result.metrics[0]
+    assert conversion.variants["treatment"].value == pytest.approx(
+        conversion.variants["treatment"].events / 2000
+    )
+    comparison = conversion.comparisons[0]
+    assert comparison.better is True and comparison.significant
+    errors = result.metrics[1].comparisons[0]
+    assert errors.non_inferior is True  # 0 errors in both arms proves a 0.01 margin
+    assert result.recommendation == "promote treatment"
+    latest = max(e["ts"] for e in events.exposures + events.predictions + events.outcomes)
+    assert result.cutoff == latest  # the data cut-off is the latest event included
+
+    again = run_analysis(db_session, experiment.key, wait_seconds=1)
+    assert not again.created and again.snapshot.id == first.snapshot.id
+
+    write_events(
+        db_session,
+        experiment,
+        traffic(rng, 400, {"control": 0.10, "treatment": 0.20}, "b", start_min=10),
+    )
+    later = run_analysis(db_session, experiment.key, wait_seconds=1)
+    assert later.created and later.snapshot.cutoff > first.snapshot.cutoff
+    later_result = SnapshotResult.model_validate(later.snapshot.result)
+    assert later_result.units == {"control": 2200, "treatment": 2200}
+    # always-valid p-values are carried and never increase
+    assert later_result.metrics[0].comparisons[0].p_value <= comparison.p_value
+    count = db_session.scalar(
+        select(func.count())
+        .select_from(AnalysisSnapshot)
+        .where(AnalysisSnapshot.experiment_id == experiment.id)
+    )
+    assert count == 2
+
+
+def test_gates_hold_a_decision_and_say_why(db_session: Session) -> None:
+    rng = np.random.default_rng(6)
+    experiment = make_experiment(
+        db_session, metrics=METRICS, policy={**POLICY, "min_units_per_variant": 5000}
+    )
+    write_events(db_session, experiment, traffic(rng, 600, {"control": 0.1, "treatment": 0.3}, "a"))
+    result = SnapshotResult.model_validate(
+        run_analysis(db_session, experiment.key, wait_seconds=1).snapshot.result
+    )
+    assert not result.gates.min_units_met and result.gates.min_runtime_met
+    assert result.recommendation == "keep running"
+    assert "units per variant" in result.reason
+
+
+def test_srm_is_flagged_against_the_weight_history(db_session: Session) -> None:
+    experiment = make_experiment(
+        db_session,
+        metrics=METRICS,
+        policy=POLICY,
+        epochs=[
+            (T0, {"control": 1, "treatment": 1}),
+            (T0 + timedelta(hours=1), {"control": 1, "treatment": 3}),
+        ],
+    )
+    ev = Events()
+    # 50/50 in both epochs although epoch 1 should be 25/75: a mismatch
+    for i in range(6000):
+        ts = T0 + minutes(120 * i / 6000)
+        ev.exposures.append(
+            {"variant": ("control", "treatment")[i % 2], "unit_id": f"u{i}", "ts": ts}
+        )
+    write_events(db_session, experiment, ev)
+    result = SnapshotResult.model_validate(
+        run_analysis(db_session, experiment.key, wait_seconds=1).snapshot.result
+    )
+    assert result.exposures_by_epoch == {
+        "0": {"control": 1500, "treatment": 1500},
+        "1": {"control": 1500, "treatment": 1500},
+    }
+    assert result.srm is not None and result.srm.flagged
+    assert result.srm.expected["treatment"] == pytest.approx(1500 + 2250)
+    assert result.recommendation == "invalid: SRM"
+
+
+def test_a_draft_or_a_broken_metric_is_refused_with_what_to_fix(db_session: Session) -> None:
+    draft = make_experiment(db_session, metrics=METRICS, status="draft")
+    with pytest.raises(Conflict, match="start it"):
+        run_analysis(db_session, draft.key)
+    broken = make_experiment(db_session, metrics=[{"key": "m", "kind": "ratio", "numerator": "x"}])
+    with pytest.raises(InvalidInput, match=r"metrics\[0\].*denominator"):
+        run_analysis(db_session, broken.key)
+
+
+def test_holm_across_treatments_and_primaries(db_session: Session) -> None:
+    from abstats.stats import holm
+
+    rng = np.random.default_rng(8)
+    metrics = [
+        {
+            "key": "conversion",
+            "kind": "proportion",
+            "outcome": "converted",
+            "role": "primary",
+            "direction": "increase",
+        },
+        {
+            "key": "revenue",
+            "kind": "mean",
+            "outcome": "converted",
+            "role": "primary",
+            "direction": "increase",
+        },
+    ]
+    experiment = make_experiment(
+        db_session, metrics=metrics, policy=POLICY, variants=("control", "t1", "t2")
+    )
+    ev = Events()
+    rates = {"control": 0.10, "t1": 0.13, "t2": 0.10}
+    for i in range(3000):
+        variant = ("control", "t1", "t2")[i % 3]
+        ts = T0 + minutes(120 * i / 3000)
+        ev.exposures.append({"variant": variant, "unit_id": f"u{i}", "ts": ts})
+        if rng.random() < rates[variant]:
+            ev.outcomes.append({"unit_id": f"u{i}", "name": "converted", "value": 1.0, "ts": ts})
+    write_events(db_session, experiment, ev)
+    result = SnapshotResult.model_validate(
+        run_analysis(db_session, experiment.key, wait_seconds=1).snapshot.result
+    )
+    family = [c for m in result.metrics for c in m.comparisons]
+    assert len(family) == 4
+    raw = [c.p_value for c in family]
+    assert all(p is not None for p in raw)
+    expected = holm([p for p in raw if p is not None])
+    assert [c.p_value_adjusted for c in family] == pytest.approx(expected)
+    # significance rests on the adjusted p-values
+    assert all(c.p_value_adjusted <= 0.05 for c in family if c.significant)
+    assert all(a >= p for a, p in zip(expected, raw, strict=True) if p is not None)
+
+
+def test_a_guardrail_worse_within_its_margin_is_no_breach(db_session: Session) -> None:
+    metrics = [
+        {
+            "key": "latency",
+            "kind": "latency",
+            "statistic": "mean",
+            "role": "guardrail",
+            "margin": "10%",
+        }
+    ]
+    experiment = make_experiment(db_session, metrics=metrics, policy=POLICY)
+    ev = Events()
+    for i in range(4000):
+        variant = ("control", "treatment")[i % 2]
+        latency = (20.0 if variant == "control" else 20.4) + (i % 5)  # 2% slower, no noise
+        ev.predictions.append(
+            {
+                "variant": variant,
+                "unit_id": f"u{i}",
+                "ts": T0 + minutes(i / 20),
+                "latency_ms": latency,
+                "error": False,
+            }
+        )
+    write_events(db_session, experiment, ev)
+    result = SnapshotResult.model_validate(
+        run_analysis(db_session, experiment.key, wait_seconds=1).snapshot.result
+    )
+    comparison = result.metrics[0].comparisons[0]
+    assert comparison.worse is True  # significantly slower ...
+    assert comparison.non_inferior is True  # ... but proven within the 10% margin
+    assert result.recommendation != "rollback"
