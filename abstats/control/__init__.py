@@ -1,0 +1,1 @@
+"""Control: pure policy evaluation -> decisions with evidence -> router backends."""

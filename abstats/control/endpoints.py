@@ -1,0 +1,299 @@
+"""REST: lifecycle and manual control, the policy, the decision audit trail, and ``/assign``."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Body, Header, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from abstats.control import service
+from abstats.control.assign import (
+    AssignmentConfig,
+    ExposureLogger,
+    assign,
+    config_cache,
+    load_config,
+)
+from abstats.db.engine import get_engine, new_session
+from abstats.db.models import Decision
+from abstats.deps import AdminKey, ReadKey, SessionDep, _bearer
+from abstats.errors import FieldProblem, Forbidden, InvalidInput, Unauthorized
+from abstats.experiments.keys import Principal, authenticate
+
+router = APIRouter(prefix="/v1/experiments", tags=["control"])
+
+MAX_UNIT_ID = 256
+
+
+class ReasonBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(
+        default=None, max_length=2000, description="Why; kept on the decision."
+    )
+
+
+class WeightsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    weights: dict[str, Any] = Field(description='Variant -> weight, e.g. {"v1": 25, "v2": 75}.')
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class PromoteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    variant: str = Field(description="The variant that gets all traffic.")
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class DecisionRead(BaseModel):
+    id: int
+    action: str
+    actor: str
+    reason: str
+    applied: bool
+    status_before: str | None
+    status_after: str | None
+    weights_before: dict[str, Any] | None
+    weights_after: dict[str, Any] | None
+    snapshot_id: int | None
+    evidence: dict[str, Any]
+    router_result: dict[str, Any] | None
+    created_at: str
+
+    @classmethod
+    def of(cls, d: Decision) -> DecisionRead:
+        return cls(
+            id=d.id,
+            action=d.action,
+            actor=d.actor,
+            reason=d.reason,
+            applied=d.applied,
+            status_before=d.status_before,
+            status_after=d.status_after,
+            weights_before=d.weights_before,
+            weights_after=d.weights_after,
+            snapshot_id=d.snapshot_id,
+            evidence=d.evidence,
+            router_result=d.router_result,
+            created_at=d.created_at.isoformat(),
+        )
+
+
+class DecisionList(BaseModel):
+    data: list[DecisionRead]
+    has_more: bool
+    next_cursor: int | None
+
+
+def _reason(body: ReasonBody | None) -> str | None:
+    return body.reason if body is not None else None
+
+
+@router.post("/{key}/start", response_model=DecisionRead)
+def start(
+    principal: AdminKey, session: SessionDep, key: str, body: ReasonBody | None = None
+) -> DecisionRead:
+    """draft -> running; with a ramp the candidates start at the first step."""
+    return DecisionRead.of(service.start(session, key, actor=principal.actor, reason=_reason(body)))
+
+
+@router.post("/{key}/pause", response_model=DecisionRead)
+def pause(
+    principal: AdminKey, session: SessionDep, key: str, body: ReasonBody | None = None
+) -> DecisionRead:
+    """running -> paused: /assign answers the control, the router gets control 100%."""
+    return DecisionRead.of(service.pause(session, key, actor=principal.actor, reason=_reason(body)))
+
+
+@router.post("/{key}/resume", response_model=DecisionRead)
+def resume(
+    principal: AdminKey, session: SessionDep, key: str, body: ReasonBody | None = None
+) -> DecisionRead:
+    return DecisionRead.of(
+        service.resume(session, key, actor=principal.actor, reason=_reason(body))
+    )
+
+
+@router.put("/{key}/weights", response_model=DecisionRead)
+def put_weights(
+    principal: AdminKey, session: SessionDep, key: str, body: WeightsBody
+) -> DecisionRead:
+    """Manual reweight (a new weight epoch); the ramp continues from the nearest step."""
+    return DecisionRead.of(
+        service.set_weights(session, key, body.weights, actor=principal.actor, reason=body.reason)
+    )
+
+
+@router.post("/{key}/promote", response_model=DecisionRead)
+def promote(principal: AdminKey, session: SessionDep, key: str, body: PromoteBody) -> DecisionRead:
+    return DecisionRead.of(
+        service.promote(session, key, body.variant, actor=principal.actor, reason=body.reason)
+    )
+
+
+@router.post("/{key}/rollback", response_model=DecisionRead)
+def rollback(
+    principal: AdminKey, session: SessionDep, key: str, body: ReasonBody | None = None
+) -> DecisionRead:
+    return DecisionRead.of(
+        service.rollback(session, key, actor=principal.actor, reason=_reason(body))
+    )
+
+
+@router.get("/{key}/policy")
+def get_policy(_: ReadKey, session: SessionDep, key: str) -> dict[str, Any]:
+    return service.get_policy(session, key)
+
+
+@router.put("/{key}/policy")
+def put_policy(
+    _: AdminKey, session: SessionDep, key: str, body: Annotated[Any, Body()]
+) -> dict[str, Any]:
+    """Replace the auto-promotion rules (README, section Policy); 422 lists each invalid field."""
+    return service.put_policy(session, key, body)
+
+
+@router.get("/{key}/decisions", response_model=DecisionList)
+def list_decisions(
+    _: ReadKey,
+    session: SessionDep,
+    key: str,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    starting_after: Annotated[
+        int | None, Query(description="next_cursor of the previous page")
+    ] = None,
+) -> DecisionList:
+    """The audit trail, newest first."""
+    rows, has_more = service.list_decisions(
+        session, key, limit=limit, starting_after=starting_after
+    )
+    return DecisionList(
+        data=[DecisionRead.of(d) for d in rows],
+        has_more=has_more,
+        next_cursor=rows[-1].id if has_more and rows else None,
+    )
+
+
+# --- /assign: the hot path ----------------------------------------------------------------------
+#
+# Async and free of per-request database work: the API key and the experiment config come from
+# short in-process caches (a miss is loaded in the thread pool), and the exposure goes to the
+# background ExposureLogger.
+
+AUTH_TTL_SECONDS = 5.0
+_principals: dict[str, tuple[float, Principal | None]] = {}
+_principals_lock = threading.Lock()
+_exposure_logger: ExposureLogger | None = None
+_logger_lock = threading.Lock()
+
+
+def exposure_logger(request: Request | None = None) -> ExposureLogger:
+    global _exposure_logger
+    with _logger_lock:
+        if _exposure_logger is None:
+            _exposure_logger = ExposureLogger(get_engine)
+            if request is not None:
+                hooks = getattr(request.app.state, "shutdown_hooks", None)
+                if hooks is not None:
+                    hooks.append(_stop_logger)
+        return _exposure_logger
+
+
+def _stop_logger() -> None:
+    global _exposure_logger
+    with _logger_lock:
+        if _exposure_logger is not None:
+            _exposure_logger.flush()
+            _exposure_logger.stop()
+            _exposure_logger = None
+
+
+def _authenticate_blocking(secret: str) -> Principal | None:
+    with new_session() as session:
+        principal = authenticate(session, secret)
+        session.commit()
+        return principal
+
+
+async def _ingest_principal(request: Request) -> Principal:
+    secret = _bearer(request)
+    now = time.monotonic()
+    hit = _principals.get(secret)
+    if hit is not None and now - hit[0] < AUTH_TTL_SECONDS:
+        principal = hit[1]
+    else:
+        principal = await run_in_threadpool(_authenticate_blocking, secret)
+        with _principals_lock:
+            if len(_principals) > 10_000:
+                _principals.clear()
+            _principals[secret] = (now, principal)
+    if principal is None:
+        raise Unauthorized("Unknown or revoked API key.")
+    if principal.scope not in ("ingest", "admin"):
+        raise Forbidden(f"This API key has scope '{principal.scope}'; this route needs 'ingest'.")
+    return principal
+
+
+def _load_config_blocking(key: str) -> AssignmentConfig:
+    with new_session() as session:
+        config = load_config(session, key)
+        session.commit()
+    config_cache.put(config)
+    return config
+
+
+async def _config(key: str) -> AssignmentConfig:
+    config = config_cache.get(key)
+    if config is None:
+        config = await run_in_threadpool(_load_config_blocking, key)
+    return config
+
+
+@router.get("/{key}/assign")
+async def assign_unit(
+    request: Request,
+    key: str,
+    unit_id: Annotated[
+        str | None, Query(description="The randomization unit, e.g. a user id.")
+    ] = None,
+    x_target_variant: Annotated[
+        str | None, Header(description="Force this variant (not logged).")
+    ] = None,
+) -> Response:
+    """Sticky weighted assignment of ``unit_id`` -> {variant, model_version, weights_epoch}."""
+    await _ingest_principal(request)
+    if unit_id is None or not unit_id.strip():
+        raise InvalidInput(
+            "unit_id is required: GET /v1/experiments/{key}/assign?unit_id=<user or device id>",
+            errors=[FieldProblem("unit_id", "required, a non-empty string")],
+        )
+    if len(unit_id) > MAX_UNIT_ID:
+        raise InvalidInput(
+            f"unit_id is {len(unit_id)} characters; at most {MAX_UNIT_ID} are allowed.",
+            errors=[FieldProblem("unit_id", f"at most {MAX_UNIT_ID} characters")],
+        )
+    config = await _config(key)
+    if x_target_variant is not None and x_target_variant not in config.variant_ids:
+        known = ", ".join(config.variant_ids)
+        raise InvalidInput(
+            f"X-Target-Variant {x_target_variant!r} is not a variant of {key!r}; known: {known}.",
+            errors=[FieldProblem("X-Target-Variant", f"must be one of {known}")],
+        )
+    logger = exposure_logger(request) if config.randomizing and x_target_variant is None else None
+    result = assign(
+        config, unit_id, target_variant=x_target_variant, log=logger.log if logger else None
+    )
+    return Response(
+        orjson.dumps(result.as_dict(config.key, config.status)), media_type="application/json"
+    )
+
+
+def clear_caches() -> None:
+    """Tests: forget cached principals and configs."""
+    with _principals_lock:
+        _principals.clear()
+    config_cache.invalidate()
