@@ -595,7 +595,7 @@ def _ramp_step(
     if observed < needed:
         return Action(
             "keep_running",
-            f"{where}: step observed for {observed / 60:.1f} min < min_interval {policy.ramp.min_interval}",
+            f"{where}: step observed for {_span(observed)} < min_interval {policy.ramp.min_interval}",
         )
     pending = []
     proven = []
@@ -616,7 +616,7 @@ def _ramp_step(
     guard_text = "; ".join(describe_guardrail(m, c) for m, c in proven) or "no guardrails defined"
     return Action(
         "advance_ramp",
-        f"advance ramp {current:g}% -> {following:g}%: {guard_text}; step observed {observed / 60:.0f} min >= {policy.ramp.min_interval}",
+        f"advance ramp {current:g}% -> {following:g}%: {guard_text}; step observed {_span(observed)} >= {policy.ramp.min_interval}",
         new_weights=ramp.weights_for_step(following, state.control, state.candidates)
         | {v: 0.0 for v in state.retired},
         evidence={
@@ -667,3 +667,14 @@ def _bandit(
             },
         },
     )
+
+
+def _span(seconds: float) -> str:
+    """A duration as a person reads it: 42s, 12.5 min, 3.2 h, 2.1 d."""
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
