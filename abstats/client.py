@@ -289,6 +289,29 @@ class Client:
     def get_experiment(self, key: str) -> Any:
         return self._request("GET", f"/v1/experiments/{key}")
 
+    def find_experiment(self, key: str) -> Any:
+        """The experiment, or None when no experiment has this key."""
+        try:
+            return self.get_experiment(key)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def start_experiment(self, key: str, *, reason: str | None = None) -> Any:
+        """draft -> running (admin scope); returns the recorded decision."""
+        body = {"reason": reason} if reason else None
+        return self._request("POST", f"/v1/experiments/{key}/start", json=body)
+
+    def decisions(self, key: str, *, limit: int = 100) -> list[dict[str, Any]]:
+        """The latest decisions of an experiment, newest first."""
+        page = self._request("GET", f"/v1/experiments/{key}/decisions", params={"limit": limit})
+        return list(page["data"])
+
+    def assign_many(self, key: str, unit_ids: Iterable[str]) -> dict[str, str]:
+        """Sticky assignment of several units: ``{unit_id: variant}`` (one ``/assign`` each)."""
+        return {unit: self.assign(key, unit)["variant"] for unit in unit_ids}
+
     def assign(self, key: str, unit_id: str, *, target_variant: str | None = None) -> Any:
         """Sticky assignment: ``{"variant", "model_version", "weights_epoch"}``."""
         headers = {"X-Target-Variant": target_variant} if target_variant else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 from abstats.cli import analysis as _analysis  # noqa: F401
 from abstats.cli import control as _control  # noqa: F401
 from abstats.cli import db as _db  # noqa: F401
+from abstats.cli import demo as _demo  # noqa: F401
 from abstats.cli import ingest as _ingest  # noqa: F401
 from abstats.cli import keys as _keys  # noqa: F401
 from abstats.cli import scheduler as _scheduler  # noqa: F401
