@@ -30,3 +30,35 @@ def downgrade(revision: str = typer.Argument(...)) -> None:
 def current() -> None:
     """Print the current and head revisions."""
     typer.echo(f"current {migrate.current_revision(get_engine())} head {migrate.head_revision()}")
+
+
+@db_app.command("partitions")
+def partitions(
+    months_ahead: int = typer.Option(3, help="Create monthly partitions this far ahead."),
+    since: str = typer.Option(
+        "", help="Also create the months from YYYY-MM (e.g. before a backfill of old events)."
+    ),
+) -> None:
+    """Create missing monthly partitions of the event tables and list them all."""
+    from datetime import date
+
+    from abstats.db.partitions import ensure_partitions, list_partitions
+
+    start = None
+    if since:
+        try:
+            year, month = (int(part) for part in since.split("-"))
+            start = date(year, month, 1)
+        except ValueError as exc:
+            raise typer.BadParameter("use YYYY-MM, e.g. 2026-01", param_hint="--since") from exc
+    with get_engine().begin() as conn:
+        report = ensure_partitions(conn, months_ahead=months_ahead, start=start)
+        rows = list_partitions(conn)
+    for table, partition, estimate in rows:
+        typer.echo(f"{table:<11} {partition:<24} ~{estimate} rows")
+    typer.echo(f"created {len(report.created)}: {' '.join(report.created) or '-'}")
+    if report.blocked:
+        typer.echo(
+            "left in the default partition (its rows fall in these months): "
+            + " ".join(report.blocked)
+        )

@@ -8,7 +8,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
+
+from abstats.db.partitions import ensure_partitions
 
 # Arbitrary constant: the advisory-lock key that serialises migrations across processes.
 MIGRATION_LOCK_KEY = 0x61627374_01  # "abst" + 1
@@ -33,8 +35,26 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """``alembic upgrade`` under an advisory lock: idempotent, and safe when two processes start."""
-    _locked(engine, lambda cfg: command.upgrade(cfg, revision))
+    """``alembic upgrade`` under an advisory lock: idempotent, and safe when two processes start.
+    At head, the event tables' monthly partitions are then made up to three months ahead."""
+
+    def run(cfg: Config) -> None:
+        command.upgrade(cfg, revision)
+        conn = cfg.attributes["connection"]
+        if revision == "head" and _is_partitioned(conn):
+            ensure_partitions(conn)
+
+    _locked(engine, run)
+
+
+def _is_partitioned(conn: Connection) -> bool:
+    found = conn.execute(
+        text(
+            "SELECT 1 FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid "
+            "WHERE c.relname = 'prediction' AND pg_table_is_visible(c.oid)"
+        )
+    ).first()
+    return found is not None
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:

@@ -127,12 +127,31 @@ class WeightEpoch(Base):
     decision_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
+# Event tables: PARTITION BY RANGE (ts), primary key (id, ts), monthly partitions made by
+# abstats.db.partitions; idempotency on (experiment_id, message_id) lives in EventMessage.
+PARTITIONED_BY_TIME = {"postgresql_partition_by": "RANGE (ts)"}
+
+
+class EventMessage(Base):
+    """One row per accepted event: the claim that makes ``(experiment, kind, message_id)`` unique
+    across the time partitions of the event tables (kind ``e``xposure, ``p``rediction,
+    ``o``utcome)."""
+
+    __tablename__ = "event_message"
+
+    experiment_id: Mapped[int] = mapped_column(
+        ForeignKey("experiment.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(1), primary_key=True)
+    message_id: Mapped[str] = mapped_column(Text, primary_key=True)
+
+
 class Exposure(Base):
     __tablename__ = "exposure"
     __table_args__ = (
-        UniqueConstraint("experiment_id", "message_id"),
         Index("ix_exposure_experiment_id_unit_id_ts", "experiment_id", "unit_id", "ts"),
         Index("ix_exposure_experiment_id_id", "experiment_id", "id"),
+        PARTITIONED_BY_TIME,
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -143,7 +162,7 @@ class Exposure(Base):
         ForeignKey("variant.id", ondelete="CASCADE"), nullable=False
     )
     unit_id: Mapped[str] = mapped_column(Text, nullable=False)
-    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     message_id: Mapped[str] = mapped_column(Text, nullable=False)
     source: Mapped[str] = mapped_column(String(16), nullable=False, server_default="api")
     ingested_at: Mapped[datetime] = _now()
@@ -152,11 +171,11 @@ class Exposure(Base):
 class Prediction(Base):
     __tablename__ = "prediction"
     __table_args__ = (
-        UniqueConstraint("experiment_id", "message_id"),
         Index("ix_prediction_experiment_id_request_id", "experiment_id", "request_id"),
         Index("ix_prediction_experiment_id_unit_id", "experiment_id", "unit_id"),
         Index("ix_prediction_experiment_id_id", "experiment_id", "id"),
         CheckConstraint("latency_ms IS NULL OR latency_ms >= 0", name="latency_nonnegative"),
+        PARTITIONED_BY_TIME,
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -168,7 +187,7 @@ class Prediction(Base):
     )
     unit_id: Mapped[str] = mapped_column(Text, nullable=False)
     request_id: Mapped[str | None] = mapped_column(Text)
-    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     score: Mapped[float | None] = mapped_column(Float)
     label: Mapped[float | None] = mapped_column(Float)
     value: Mapped[float | None] = mapped_column(Float)
@@ -182,10 +201,10 @@ class Prediction(Base):
 class Outcome(Base):
     __tablename__ = "outcome"
     __table_args__ = (
-        UniqueConstraint("experiment_id", "message_id"),
         Index("ix_outcome_experiment_id_unit_id", "experiment_id", "unit_id"),
         Index("ix_outcome_experiment_id_request_id", "experiment_id", "request_id"),
         Index("ix_outcome_experiment_id_id", "experiment_id", "id"),
+        PARTITIONED_BY_TIME,
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -196,7 +215,7 @@ class Outcome(Base):
     request_id: Mapped[str | None] = mapped_column(Text)
     name: Mapped[str] = mapped_column(String(64), nullable=False)
     value: Mapped[float] = mapped_column(Float, nullable=False)
-    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     message_id: Mapped[str] = mapped_column(Text, nullable=False)
     ingested_at: Mapped[datetime] = _now()
 

@@ -1,11 +1,15 @@
 """The bulk write path: COPY rows into a per-connection temporary staging table, then one
-``INSERT ... SELECT ... ON CONFLICT (experiment_id, message_id) DO NOTHING`` into the event table.
+statement that claims the batch's message ids and inserts the events whose claim is new::
 
-- Idempotency is the unique constraint on ``(experiment_id, message_id)``: a resent event, or the
-  same event in two concurrent requests, is inserted once; the insert's row count tells how many
-  were new, the rest are duplicates. A concurrent insert of the same key waits for the other
-  transaction and then skips the row.
-- Rows are inserted in ``(experiment_id, message_id)`` order, so two transactions inserting
+    WITH fresh AS (INSERT INTO event_message ... ON CONFLICT DO NOTHING RETURNING ...)
+    INSERT INTO prediction ... SELECT ... FROM staging JOIN fresh USING (experiment_id, message_id)
+
+- Idempotency is the primary key of ``event_message`` on ``(experiment_id, kind, message_id)``
+  (the event tables are partitioned by time, so they cannot hold that unique key themselves; see
+  ``abstats.db.partitions``): a resent event, or the same event in two concurrent requests, is
+  inserted once; the insert's row count tells how many were new, the rest are duplicates. A
+  concurrent claim of the same key waits for the other transaction and then skips the row.
+- Claims are made in ``(experiment_id, message_id)`` order, so two transactions inserting
   overlapping batches take the unique-index locks in the same order and cannot deadlock.
 - The staging table is ``ON COMMIT DELETE ROWS`` and is also emptied after each use, so a
   connection can stage several batches in one transaction.
@@ -30,6 +34,7 @@ from abstats.errors import DatabaseUnavailable
 @dataclass(frozen=True)
 class EventTable:
     name: str
+    kind: str  # event_message.kind
     staging: str
     columns: tuple[str, ...]
     staging_ddl: str
@@ -37,6 +42,7 @@ class EventTable:
 
 EXPOSURE = EventTable(
     name="exposure",
+    kind="e",
     staging="abstats_stage_exposure",
     columns=("experiment_id", "variant_id", "unit_id", "ts", "message_id", "source"),
     staging_ddl=(
@@ -46,6 +52,7 @@ EXPOSURE = EventTable(
 )
 PREDICTION = EventTable(
     name="prediction",
+    kind="p",
     staging="abstats_stage_prediction",
     columns=(
         "experiment_id",
@@ -69,6 +76,7 @@ PREDICTION = EventTable(
 )
 OUTCOME = EventTable(
     name="outcome",
+    kind="o",
     staging="abstats_stage_outcome",
     columns=("experiment_id", "unit_id", "request_id", "name", "value", "ts", "message_id"),
     staging_ddl=(
@@ -112,10 +120,18 @@ def copy_insert(session: Session, table: EventTable, rows: Sequence[tuple[Any, .
                 io.StringIO(data),
                 size=1 << 18,
             )
+            staged = ", ".join(f"s.{c}" for c in table.columns)
             cur.execute(
+                "WITH fresh AS ("
+                " INSERT INTO event_message (experiment_id, kind, message_id)"
+                f" SELECT DISTINCT experiment_id, '{table.kind}', message_id FROM {table.staging}"
+                " ORDER BY experiment_id, message_id"
+                " ON CONFLICT DO NOTHING RETURNING experiment_id, message_id) "
                 f"INSERT INTO {table.name} ({columns}) "
-                f"SELECT {columns} FROM {table.staging} ORDER BY experiment_id, message_id "
-                "ON CONFLICT (experiment_id, message_id) DO NOTHING"
+                f"SELECT DISTINCT ON (s.experiment_id, s.message_id) {staged} "
+                f"FROM {table.staging} s JOIN fresh f"
+                " ON f.experiment_id = s.experiment_id AND f.message_id = s.message_id"
+                " ORDER BY s.experiment_id, s.message_id"
             )
             inserted: int = cur.rowcount
             cur.execute(f"DELETE FROM {table.staging}")

@@ -75,6 +75,20 @@ class SchedulerJobs:
         except Exception:
             log.exception("scheduler.outbox_failed")
 
+    def maintain_partitions(self) -> None:
+        """Keep the event tables' monthly partitions three months ahead (daily)."""
+        if not self.leader.is_leader():
+            return
+        from abstats.db.partitions import ensure_partitions
+
+        try:
+            with self.engine.begin() as conn:
+                report = ensure_partitions(conn)
+            if report.created or report.blocked:
+                log.info("scheduler.partitions", created=report.created, blocked=report.blocked)
+        except Exception:
+            log.exception("scheduler.partitions_failed")
+
 
 def configure(scheduler: BaseScheduler, jobs: SchedulerJobs, settings: Settings) -> BaseScheduler:
     analysis = settings.analysis_interval_seconds
@@ -91,6 +105,9 @@ def configure(scheduler: BaseScheduler, jobs: SchedulerJobs, settings: Settings)
     )
     scheduler.add_job(
         jobs.deliver_outbox, "interval", seconds=settings.outbox_interval_seconds, id="outbox"
+    )
+    scheduler.add_job(
+        jobs.maintain_partitions, "interval", hours=24, id="partitions", next_run_time=now
     )
     return scheduler
 
