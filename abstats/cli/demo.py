@@ -27,6 +27,14 @@ def demo(
     port: int = typer.Option(0, help="Port for the demo's API (0: a free one)."),
     time_limit: float = typer.Option(150.0, help="Stop the traffic after this many seconds."),
     analysis_interval: float = typer.Option(2.0, help="Seconds between scheduled analyses."),
+    url: str = typer.Option(
+        "",
+        help="Use this running abstats (e.g. http://api:8000) instead of starting one; its "
+        "scheduler should analyse every few seconds (ABSTATS_ANALYSIS_INTERVAL_SECONDS=2).",
+    ),
+    api_key: str = typer.Option(
+        "", envvar="ABSTATS_API_KEY", help="Admin key for --url (default: DATA_DIR/admin-key)."
+    ),
 ) -> None:
     """Start abstats (API + scheduler), run an experiment between two real models, print each
     decision as it happens and where the report is."""
@@ -42,6 +50,8 @@ def demo(
         time_limit=time_limit,
         analysis_interval=analysis_interval,
         echo=typer.echo,
+        url=url or None,
+        api_key=api_key or None,
     )
     if summary["final_status"] not in ("concluded", "rolled_back"):
         raise typer.Exit(1)

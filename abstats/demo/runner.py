@@ -262,28 +262,38 @@ def run_demo(
     analysis_interval: float = 2.0,
     echo: Callable[[str], None] = print,
     progress: bool = True,
+    url: str | None = None,
+    api_key: str | None = None,
 ) -> dict[str, Any]:
-    """The whole demo; returns a summary (key, final status, report path, traffic counts)."""
+    """The whole demo; returns a summary (key, final status, report path, traffic counts).
+
+    Without ``url`` it starts ``abstats dev`` on ``port`` and stops it at the end; with ``url``
+    it uses that running abstats (e.g. the docker-compose services) and ``api_key`` (default: the
+    first admin key in ``data_dir``)."""
     scenario = SCENARIOS[scenario_name]
     echo(f"abstats demo, scenario '{scenario.name}': {scenario.description}")
     echo("training two real model versions on scikit-learn's digits dataset ...")
     data = train_models(scenario)
-    echo(f"starting abstats (API + scheduler, analysis every {analysis_interval:g} s) ...")
-    server = start_server(data_dir, port, analysis_interval=analysis_interval)
-    admin_key = (data_dir / "admin-key").read_text().strip()
+    server: DemoServer | None = None
+    if url is None:
+        echo(f"starting abstats (API + scheduler, analysis every {analysis_interval:g} s) ...")
+        server = start_server(data_dir, port, analysis_interval=analysis_interval)
+        url = server.base_url
+    key_text = api_key or (data_dir / "admin-key").read_text().strip()
     try:
-        with Client(server.base_url, admin_key, flush_interval=0.5) as client:
+        with Client(url, key_text, flush_interval=0.5) as client:
             key = unused_key(client, f"digits-{scenario.name}")
             client.create_experiment(experiment_body(key, scenario, data.models))
             client.start_experiment(key, reason="demo start")
-            echo(f"experiment '{key}' running; traffic through {server.base_url}; decisions:")
+            echo(f"experiment '{key}' running; traffic through {url}; decisions:")
             result = simulate(client, key, data, duration=time_limit, echo=echo, progress=progress)
             if result["status"] not in FINAL_STATUSES:
                 echo(f"time limit of {time_limit:.0f} s reached; the experiment is still running")
             final = client.get_experiment(key)
             client.run_analysis(key)  # a last snapshot with every event, and its report
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
     reports_dir = Path(os.environ.get("ABSTATS_REPORTS_DIR", "reports")).resolve()
     report = reports_dir / key / "index.html"
     admin_file = data_dir / "admin-key"
