@@ -15,11 +15,15 @@ def test_readyz_at_head(client: TestClient) -> None:
     assert r.json()["database"] == "ok"
 
 
-def test_metrics_is_prometheus_text(client: TestClient) -> None:
+def test_metrics_is_prometheus_text(client: TestClient, read_headers: dict[str, str]) -> None:
     client.get("/livez")
+    client.get("/v1/experiments/no-such-experiment", headers=read_headers)
     r = client.get("/metrics")
     assert r.status_code == 200
-    assert "abstats_http_requests_total" in r.text
+    # labelled by route template (bounded), with the status class the client saw
+    assert 'abstats_http_requests_total{route="/livez",status="2xx"}' in r.text
+    assert 'abstats_http_requests_total{route="/v1/experiments/{key}",status="4xx"}' in r.text
+    assert 'abstats_http_request_seconds_bucket{le="0.001",route="/livez"}' in r.text
 
 
 def test_unknown_route_is_problem_json(client: TestClient) -> None:
