@@ -7,15 +7,14 @@ confidence interval). From these we rebuild the sufficient statistics Thompson s
 - other kinds: ``MeanStats`` with the variance recovered from the 95% interval's half-width
   (``sd = sqrt(n) * half_width / 1.96``), the normal approximation the interval was built on.
 
-Shares come from ``abstats.stats.thompson_allocation`` (probability of being best, with a floor).
-While the statistics package does not provide it yet, a local Monte-Carlo fallback with the same
-semantics is used (Beta(1 + s, 1 + n - s) posteriors for proportions, normal posteriors for means).
+Shares come from ``abstats.stats.thompson_allocation`` (probability of being best, with a floor):
+Beta(1 + s, 1 + n - s) posteriors for proportions, normal posteriors for means.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -40,31 +39,6 @@ def _stats(metric: MetricResult, arm: str) -> ProportionStats | MeanStats | None
     return MeanStats(n=n, sum=total, sum_squares=(n - 1) * sd * sd + total * total / n)
 
 
-def _fallback(
-    stats: Mapping[str, ProportionStats | MeanStats],
-    *,
-    floor: float,
-    direction: str,
-    rng: np.random.Generator,
-    draws: int = 10_000,
-) -> dict[str, float]:
-    arms = list(stats)
-    samples = np.empty((draws, len(arms)))
-    for j, arm in enumerate(arms):
-        s = stats[arm]
-        if isinstance(s, ProportionStats):
-            samples[:, j] = rng.beta(1 + s.successes, 1 + s.n - s.successes, draws)
-        else:
-            mean = s.sum / s.n
-            var = max(s.sum_squares - s.sum * s.sum / s.n, 0.0) / max(s.n - 1, 1)
-            samples[:, j] = rng.normal(mean, math.sqrt(var / s.n), draws)
-    best = samples.argmin(axis=1) if direction == "decrease" else samples.argmax(axis=1)
-    p_best = np.bincount(best, minlength=len(arms)) / draws
-    # every arm keeps `floor`; the rest is shared in proportion to the probability of being best
-    free = max(1.0 - floor * len(arms), 0.0)
-    return {arm: floor + free * float(p) for arm, p in zip(arms, p_best, strict=True)}
-
-
 def thompson_shares(
     metric: MetricResult, arms: Sequence[str], floor_percent: float, seed: int
 ) -> dict[str, float] | None:
@@ -80,9 +54,6 @@ def thompson_shares(
     )
     rng = np.random.default_rng(seed)
     floor = floor_percent / 100.0
-    try:
-        fractions = thompson_allocation(stats, floor=floor, rng=rng, direction=direction)
-    except NotImplementedError:
-        fractions = _fallback(stats, floor=floor, direction=direction, rng=rng)
+    fractions = thompson_allocation(stats, floor=floor, rng=rng, direction=direction)
     total = sum(fractions.values())
     return {arm: 100.0 * fractions[arm] / total for arm in arms}
