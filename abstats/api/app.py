@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 import abstats
+from abstats.analysis import endpoints as analysis
 from abstats.api import health
 from abstats.api.metrics import install_request_metrics
 from abstats.api.problems import install_problem_handlers
 from abstats.api.responses import JsonResponse
+from abstats.control import endpoints as control
+from abstats.experiments import endpoints as experiments
+from abstats.ingest import endpoints as ingest
+from abstats.reports import endpoints as reports
+from abstats.scheduler import endpoints as pipeline
 
-# Each domain package exposes ``router`` in its ``endpoints`` module. Listed here, mounted in order.
-DOMAIN_ROUTERS = (
-    "abstats.experiments.endpoints",
-    "abstats.ingest.endpoints",
-    "abstats.analysis.endpoints",
-    "abstats.control.endpoints",
-    "abstats.reports.endpoints",
-    "abstats.scheduler.endpoints",
-)
+# Each domain package exposes ``router`` in its ``endpoints`` module; mounted here, in this order.
+DOMAIN_ROUTERS = (experiments, ingest, analysis, control, reports, pipeline)
 
 
 def create_app(*, with_lifespan_hooks: bool = True) -> FastAPI:
@@ -44,12 +42,6 @@ def create_app(*, with_lifespan_hooks: bool = True) -> FastAPI:
     install_problem_handlers(app)
     install_request_metrics(app)
     app.include_router(health.router)
-    for module_name in DOMAIN_ROUTERS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:  # that domain has no endpoints yet
-                continue
-            raise
+    for module in DOMAIN_ROUTERS:
         app.include_router(module.router)
     return app

@@ -4,8 +4,6 @@ never undoes a snapshot)."""
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from abstats.db.engine import session_scope
 from abstats.db.models import AnalysisSnapshot, Decision
 from abstats.experiments import repository
 from abstats.logging import get_logger
+from abstats.reports.service import write_reports
 
 log = get_logger(__name__)
 
@@ -50,17 +49,7 @@ def run_pipeline(key: str, *, wait_seconds: float = 5.0) -> PipelineResult:
 
 
 def _write_reports(session: Session, key: str) -> Path | None:
-    # Imported at call time: the reports package sits above analysis and may be installed
-    # without its service in a partial checkout; the pipeline must still analyse and decide.
-    try:
-        module = importlib.import_module("abstats.reports.service")
-    except ModuleNotFoundError as exc:
-        if exc.name != "abstats.reports.service":
-            raise
-        log.warning("pipeline.reports_unavailable", experiment=key)
-        return None
-    write: Callable[[Session, str], Path | None] = module.write_reports
-    return write(session, key)
+    return write_reports(session, key)
 
 
 def decide(session: Session, key: str, snapshot_id: int) -> list[Decision]:

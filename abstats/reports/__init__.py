@@ -1,0 +1,1 @@
+"""Reports: a report model built from snapshots and decisions, rendered to HTML, Markdown, JSON."""

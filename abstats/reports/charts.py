@@ -1,0 +1,324 @@
+"""Inline SVG charts for the HTML report: no JavaScript, no fonts or images to fetch, so a report
+opens anywhere, offline. Each chart is an ``<svg role="img">`` with a ``<title>`` and a
+``<desc>`` saying in words what it shows, and a ``data-points`` attribute (how many data points it
+draws; the tests check that no chart is empty). Colours always come with a legend or a label.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import datetime
+from html import escape
+
+PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#ff9da7", "#9c755f")
+GOOD = "#1a7f37"
+BAD = "#cf222e"
+NEUTRAL = "#57606a"
+
+
+def variant_colour(index: int) -> str:
+    return PALETTE[index % len(PALETTE)]
+
+
+def _svg(width: int, height: int, title: str, desc: str, points: int, body: str) -> str:
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'width="100%" role="img" class="chart" data-points="{points}" '
+        f'preserveAspectRatio="xMidYMid meet">'
+        f"<title>{escape(title)}</title><desc>{escape(desc)}</desc>{body}</svg>"
+    )
+
+
+def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
+        return [low]
+    raw = (high - low) / max(count - 1, 1)
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    start = math.ceil(low / step) * step
+    ticks = []
+    value = start
+    while value <= high + step * 1e-9:
+        ticks.append(round(value, 12))
+        value += step
+    return ticks
+
+
+def _fmt(value: float, percent: bool) -> str:
+    if percent:
+        return f"{value * 100:+.0f}%" if abs(value) >= 0.1 else f"{value * 100:+.1f}%"
+    if value == 0:
+        return "0"
+    return f"{value:.3g}"
+
+
+def _time_label(moment: datetime, span_seconds: float) -> str:
+    if span_seconds < 2 * 86400:
+        return moment.strftime("%H:%M:%S") if span_seconds < 600 else moment.strftime("%H:%M")
+    return moment.strftime("%m-%d")
+
+
+class _Frame:
+    """Maps data to a plotting area with margins for axis labels."""
+
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        x_range: tuple[float, float],
+        y_range: tuple[float, float],
+        left: int = 56,
+        right: int = 16,
+        top: int = 16,
+        bottom: int = 34,
+    ) -> None:
+        self.width, self.height = width, height
+        self.left, self.right, self.top, self.bottom = left, right, top, bottom
+        self.x0, self.x1 = x_range
+        self.y0, self.y1 = y_range
+        if self.x1 <= self.x0:
+            self.x1 = self.x0 + 1
+        if self.y1 <= self.y0:
+            self.y1 = self.y0 + 1
+
+    def x(self, value: float) -> float:
+        span = self.width - self.left - self.right
+        return round(self.left + span * (value - self.x0) / (self.x1 - self.x0), 2)
+
+    def y(self, value: float) -> float:
+        span = self.height - self.top - self.bottom
+        return round(self.top + span * (1 - (value - self.y0) / (self.y1 - self.y0)), 2)
+
+    def y_axis(self, ticks: Sequence[float], percent: bool) -> str:
+        parts = []
+        for t in ticks:
+            y = self.y(t)
+            parts.append(
+                f'<line x1="{self.left}" x2="{self.width - self.right}" y1="{y}" y2="{y}" '
+                f'class="grid"/><text x="{self.left - 6}" y="{y + 4}" text-anchor="end" '
+                f'class="tick">{escape(_fmt(t, percent))}</text>'
+            )
+        return "".join(parts)
+
+    def x_time_axis(self, start: datetime, end: datetime, count: int = 5) -> str:
+        span = max((end - start).total_seconds(), 1.0)
+        parts = []
+        for i in range(count):
+            moment = datetime.fromtimestamp(
+                start.timestamp() + span * i / (count - 1), tz=start.tzinfo
+            )
+            x = self.x(moment.timestamp())
+            parts.append(
+                f'<text x="{x}" y="{self.height - self.bottom + 16}" text-anchor="middle" '
+                f'class="tick">{escape(_time_label(moment, span))}</text>'
+            )
+        return "".join(parts)
+
+
+def effect_over_time(
+    points: Sequence[tuple[datetime, float, float, float]],
+    *,
+    title: str,
+    relative: bool,
+    good_direction: str | None,
+    width: int = 640,
+    height: int = 220,
+) -> str:
+    """The cumulative effect (line) and its confidence band (shaded) at each analysis, against 0."""
+    if not points:
+        return ""
+    xs = [p[0].timestamp() for p in points]
+    lows = [p[2] for p in points]
+    highs = [p[3] for p in points]
+    effects = [p[1] for p in points]
+    # keep the y range readable: clip extreme early intervals to 4x the spread of the effects
+    spread = max(max(abs(e) for e in effects), 1e-9)
+    cap = 4 * spread
+    y_low = max(min(min(lows), 0.0), -cap)
+    y_high = min(max(max(highs), 0.0), cap)
+    pad = (y_high - y_low) * 0.08 or 0.01
+    frame = _Frame(width, height, (min(xs), max(xs)), (y_low - pad, y_high + pad))
+
+    def clip(v: float) -> float:
+        return min(max(v, frame.y0), frame.y1)
+
+    band_top = " ".join(f"{frame.x(x)},{frame.y(clip(h))}" for x, h in zip(xs, highs, strict=True))
+    band_bottom = " ".join(
+        f"{frame.x(x)},{frame.y(clip(lo))}"
+        for x, lo in zip(reversed(xs), reversed(lows), strict=True)
+    )
+    line = " ".join(f"{frame.x(x)},{frame.y(clip(e))}" for x, e in zip(xs, effects, strict=True))
+    last = points[-1]
+    excludes_zero = last[2] > 0 or last[3] < 0
+    colour = NEUTRAL
+    if excludes_zero and good_direction in ("increase", "decrease"):
+        good = (last[1] > 0) == (good_direction == "increase")
+        colour = GOOD if good else BAD
+    body = (
+        frame.y_axis(_nice_ticks(frame.y0, frame.y1), relative)
+        + f'<line x1="{frame.left}" x2="{width - frame.right}" y1="{frame.y(0)}" '
+        f'y2="{frame.y(0)}" class="zero"/>'
+        + f'<polygon points="{band_top} {band_bottom}" fill="{colour}" fill-opacity="0.18"/>'
+        + f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2"/>'
+        + frame.x_time_axis(points[0][0], points[-1][0])
+    )
+    desc = (
+        f"{len(points)} analyses; latest effect {_fmt(last[1], relative)} "
+        f"[{_fmt(last[2], relative)}, {_fmt(last[3], relative)}]"
+    )
+    return _svg(width, height, title, desc, len(points), body)
+
+
+def traffic_share(
+    epochs: Sequence[tuple[datetime, datetime, dict[str, float]]],
+    variants: Sequence[str],
+    markers: Sequence[tuple[datetime, str]],
+    *,
+    width: int = 640,
+    height: int = 220,
+) -> str:
+    """Stacked traffic shares per weight epoch (steps), with a marker at every decision."""
+    if not epochs:
+        return ""
+    start = epochs[0][0]
+    end = max(e[1] for e in epochs)
+    frame = _Frame(width, height, (start.timestamp(), end.timestamp()), (0.0, 1.0))
+    parts = [frame.y_axis([0, 0.25, 0.5, 0.75, 1.0], True).replace("+", "")]
+    for began, ended, weights in epochs:
+        total = sum(max(w, 0.0) for w in weights.values()) or 1.0
+        floor = 0.0
+        x0, x1 = frame.x(began.timestamp()), frame.x(ended.timestamp())
+        for i, variant in enumerate(variants):
+            share = max(weights.get(variant, 0.0), 0.0) / total
+            if share <= 0:
+                continue
+            y_top, y_bottom = frame.y(floor + share), frame.y(floor)
+            parts.append(
+                f'<rect x="{x0}" y="{y_top}" width="{max(x1 - x0, 0.5):.2f}" '
+                f'height="{max(y_bottom - y_top, 0):.2f}" fill="{variant_colour(i)}">'
+                f"<title>{escape(variant)}: {share:.0%} from {began:%Y-%m-%d %H:%M:%S}</title>"
+                "</rect>"
+            )
+            floor += share
+    for moment, label in markers:
+        x = frame.x(moment.timestamp())
+        parts.append(
+            f'<line x1="{x}" x2="{x}" y1="{frame.top}" y2="{height - frame.bottom}" '
+            f'class="marker"><title>{escape(label)}</title></line>'
+            f'<text x="{x + 3}" y="{frame.top + 10}" class="marker-label">'
+            f"{escape(label.split(':')[0])}</text>"
+        )
+    parts.append(frame.x_time_axis(start, end))
+    desc = f"{len(epochs)} weight periods, {len(markers)} decisions"
+    return _svg(width, height, "Traffic share per variant", desc, len(epochs), "".join(parts))
+
+
+def daily_bars(
+    rows: Sequence[tuple[str, str, int]],
+    variants: Sequence[str],
+    *,
+    width: int = 640,
+    height: int = 200,
+) -> str:
+    """Units first exposed per day, one bar per variant per day."""
+    if not rows:
+        return ""
+    days = sorted({day for day, _, _ in rows})
+    counts = {(day, variant): n for day, variant, n in rows}
+    top = max(n for _, _, n in rows) or 1
+    frame = _Frame(width, height, (0.0, float(len(days))), (0.0, top * 1.1))
+    slot = (width - frame.left - frame.right) / len(days)
+    bar = max(slot * 0.8 / max(len(variants), 1), 1.0)
+    parts = [frame.y_axis(_nice_ticks(0, top * 1.1), False)]
+    for d, day in enumerate(days):
+        for i, variant in enumerate(variants):
+            n = counts.get((day, variant), 0)
+            x = frame.left + d * slot + slot * 0.1 + i * bar
+            y = frame.y(n)
+            parts.append(
+                f'<rect x="{x:.2f}" y="{y}" width="{bar:.2f}" height="{frame.y(0) - y:.2f}" '
+                f'fill="{variant_colour(i)}"><title>{escape(day)} {escape(variant)}: {n:,}'
+                "</title></rect>"
+            )
+        step = max(len(days) // 8, 1)
+        if d % step == 0:
+            parts.append(
+                f'<text x="{frame.left + (d + 0.5) * slot:.2f}" y="{height - frame.bottom + 16}" '
+                f'text-anchor="middle" class="tick">{escape(day[5:])}</text>'
+            )
+    desc = f"{len(days)} days, {sum(counts.values()):,} units"
+    return _svg(width, height, "New units exposed per day", desc, len(rows), "".join(parts))
+
+
+def drift_histogram(
+    labels: Sequence[str],
+    reference: Sequence[float],
+    current: Sequence[float],
+    *,
+    title: str,
+    width: int = 640,
+    height: int = 200,
+) -> str:
+    """Reference vs current share per bin (side by side)."""
+    if not labels or not reference or not current:
+        return ""
+    ref_total = sum(reference) or 1.0
+    cur_total = sum(current) or 1.0
+    ref = [r / ref_total for r in reference]
+    cur = [c / cur_total for c in current]
+    top = max(max(ref), max(cur)) or 1.0
+    frame = _Frame(width, height, (0.0, float(len(labels))), (0.0, top * 1.1))
+    slot = (width - frame.left - frame.right) / len(labels)
+    parts = [frame.y_axis(_nice_ticks(0, top * 1.1), True).replace("+", "")]
+    for i, label in enumerate(labels):
+        for j, (share, colour, name) in enumerate(
+            ((ref[i], PALETTE[0], "reference"), (cur[i], PALETTE[1], "current"))
+        ):
+            x = frame.left + i * slot + slot * 0.1 + j * slot * 0.4
+            y = frame.y(share)
+            parts.append(
+                f'<rect x="{x:.2f}" y="{y}" width="{slot * 0.4:.2f}" '
+                f'height="{frame.y(0) - y:.2f}" fill="{colour}"><title>{escape(label)} '
+                f"{name}: {share:.1%}</title></rect>"
+            )
+    parts.append(
+        f'<text x="{frame.left}" y="{height - 8}" class="tick">bins: '
+        f"{escape(labels[0])} … {escape(labels[-1])}</text>"
+    )
+    desc = f"{len(labels)} bins, reference vs current share"
+    return _svg(width, height, title, desc, len(labels), "".join(parts))
+
+
+def interval_bar(
+    low: float | None,
+    high: float | None,
+    estimate: float | None,
+    *,
+    scale: float,
+    colour: str,
+    width: int = 160,
+    height: int = 22,
+) -> str:
+    """A horizontal confidence interval against a zero line, on a shared ``scale`` (the largest
+    absolute bound shown in the table)."""
+    if low is None or high is None or estimate is None or scale <= 0:
+        return ""
+    if not all(math.isfinite(v) for v in (low, high, estimate)):
+        return ""
+
+    def x(v: float) -> float:
+        v = min(max(v, -scale), scale)
+        return round(6 + (width - 12) * (v + scale) / (2 * scale), 2)
+
+    body = (
+        f'<line x1="{x(0)}" x2="{x(0)}" y1="2" y2="{height - 2}" class="zero"/>'
+        f'<line x1="{x(low)}" x2="{x(high)}" y1="{height / 2}" y2="{height / 2}" '
+        f'stroke="{colour}" stroke-width="4" stroke-linecap="round"/>'
+        f'<circle cx="{x(estimate)}" cy="{height / 2}" r="4" fill="{colour}"/>'
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" class="ci" data-points="1" aria-hidden="true">'
+        f"{body}</svg>"
+    )

@@ -1,0 +1,190 @@
+"""Gather a report's inputs from the database, and write reports to ``ABSTATS_REPORTS_DIR``.
+
+Reads: the experiment, its latest snapshot, an evenly spaced sample of at most
+``HISTORY_POINTS`` snapshots (for the effect-over-time charts; sampled in SQL, so a long-running
+experiment analysed every minute costs the same), the weight epochs, the decisions, and units
+first exposed per day from the analysis rollup (``analysis_unit``, one row per unit, never the raw
+events).
+
+Writes ``<dir>/<experiment>/index.html``, ``report.md`` and ``report.json`` atomically: each file
+is written to a temporary file in the same directory, flushed to disk and renamed over the old
+one, so a reader sees the old or the new file, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from abstats.analysis.service import latest_snapshot
+from abstats.analysis.snapshot import SnapshotResult
+from abstats.config import get_settings
+from abstats.db.models import Decision, Experiment
+from abstats.experiments import repository
+from abstats.reports.model import (
+    DecisionEntry,
+    Epoch,
+    ExperimentInfo,
+    HistoryPoint,
+    Report,
+    ReportInputs,
+    build_report,
+)
+from abstats.reports.render import to_html, to_json, to_markdown
+
+HISTORY_POINTS = 200
+FILES = {"html": "index.html", "md": "report.md", "json": "report.json"}
+
+
+def load_inputs(session: Session, key: str, *, now: datetime | None = None) -> ReportInputs:
+    experiment = repository.get_experiment(session, key)
+    snapshot_row = latest_snapshot(session, experiment.id)
+    snapshot = (
+        SnapshotResult.model_validate(snapshot_row.result) if snapshot_row is not None else None
+    )
+    history = _history(session, experiment.id)
+    epochs = [
+        Epoch(
+            e.epoch,
+            e.started_at,
+            e.ended_at,
+            {k: float(v) for k, v in e.weights.items()},
+        )
+        for e in repository.weight_history(session, experiment.id)
+    ]
+    decisions = [
+        DecisionEntry(
+            id=d.id,
+            created_at=d.created_at,
+            action=d.action,
+            actor=d.actor,
+            reason=d.reason,
+            applied=d.applied,
+            status_before=d.status_before,
+            status_after=d.status_after,
+            weights_before=d.weights_before,
+            weights_after=d.weights_after,
+            snapshot_id=d.snapshot_id,
+        )
+        for d in session.scalars(
+            select(Decision).where(Decision.experiment_id == experiment.id).order_by(Decision.id)
+        )
+    ]
+    daily = [
+        (str(day), str(variant), int(n))
+        for day, variant, n in session.execute(
+            text(
+                "SELECT to_char(date_trunc('day', u.first_ts AT TIME ZONE 'UTC'), 'YYYY-MM-DD'), "
+                "v.key, count(*) FROM analysis_unit u JOIN variant v ON v.id = u.variant_id "
+                "WHERE u.experiment_id = :e GROUP BY 1, 2 ORDER BY 1, 2"
+            ),
+            {"e": experiment.id},
+        )
+    ]
+    return ReportInputs(
+        experiment=experiment_info(experiment),
+        snapshot=snapshot,
+        snapshot_id=snapshot_row.id if snapshot_row is not None else None,
+        history=history,
+        epochs=epochs,
+        decisions=decisions,
+        daily_units=daily,
+        generated_at=now or datetime.now(UTC),
+    )
+
+
+def experiment_info(experiment: Experiment) -> ExperimentInfo:
+    return ExperimentInfo(
+        key=experiment.key,
+        name=experiment.name,
+        description=experiment.description,
+        status=experiment.status,
+        control=experiment.control_variant,
+        winner=experiment.winner_variant,
+        variants=[
+            {
+                "key": v.key,
+                "model_version": v.model_version,
+                "metadata": v.metadata_,
+                "retired": v.retired,
+            }
+            for v in sorted(experiment.variants, key=lambda v: v.position)
+        ],
+        metrics=list(experiment.metrics),
+        policy=dict(experiment.policy),
+        router=dict(experiment.router),
+        started_at=experiment.started_at,
+        ended_at=experiment.ended_at,
+    )
+
+
+def _history(session: Session, experiment_id: int) -> list[HistoryPoint]:
+    rows = session.execute(
+        text(
+            """
+            WITH ranked AS (
+                SELECT id, row_number() OVER (ORDER BY cutoff) AS rn, count(*) OVER () AS n
+                FROM analysis_snapshot WHERE experiment_id = :e
+            )
+            SELECT s.cutoff, s.result FROM ranked r JOIN analysis_snapshot s ON s.id = r.id
+            WHERE (r.rn - 1) % greatest(ceil(r.n / CAST(:points AS numeric))::int, 1) = 0
+               OR r.rn = r.n
+            ORDER BY s.cutoff
+            """
+        ),
+        {"e": experiment_id, "points": HISTORY_POINTS},
+    )
+    return [HistoryPoint(cutoff, SnapshotResult.model_validate(result)) for cutoff, result in rows]
+
+
+def build(session: Session, key: str) -> Report:
+    return build_report(load_inputs(session, key))
+
+
+def render(report: Report, fmt: str) -> str:
+    if fmt == "html":
+        return to_html(report)
+    if fmt == "md":
+        return to_markdown(report)
+    if fmt == "json":
+        return to_json(report)
+    raise ValueError(f"unknown report format {fmt!r}: use html, md or json")
+
+
+def write_atomically(path: Path, content: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(content)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_report_files(
+    report: Report, directory: Path, formats: tuple[str, ...] = ("html", "md", "json")
+) -> Path:
+    """Write the formats into ``directory/<experiment>/``; returns the HTML (or first) path."""
+    target = directory / report.experiment.key
+    written: list[Path] = []
+    for fmt in formats:
+        path = target / FILES[fmt]
+        write_atomically(path, render(report, fmt))
+        written.append(path)
+    return written[0]
+
+
+def write_reports(session: Session, key: str, directory: Path | None = None) -> Path:
+    """Build ``key``'s report and write all three formats (the scheduler's pipeline calls this
+    after every analysis); returns the path of ``index.html``."""
+    return write_report_files(build(session, key), directory or Path(get_settings().reports_dir))
