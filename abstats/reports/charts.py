@@ -50,6 +50,8 @@ def _fmt(value: float, percent: bool) -> str:
         return f"{value * 100:+.0f}%" if abs(value) >= 0.1 else f"{value * 100:+.1f}%"
     if value == 0:
         return "0"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
     return f"{value:.3g}"
 
 
@@ -297,7 +299,7 @@ def interval_bar(
     *,
     scale: float,
     colour: str,
-    width: int = 160,
+    width: int = 120,
     height: int = 22,
 ) -> str:
     """A horizontal confidence interval against a zero line, on a shared ``scale`` (the largest

@@ -25,6 +25,8 @@ _Z95 = 1.959963984540054
 # Units seen in two variants: a ramp moves some by design (a unit leaves a variant whose weight
 # shrank); more than this share points at an assignment problem (e.g. a router not sticky).
 MIXED_EXPOSURE_LIMIT = 0.05
+# A running experiment whose newest event is older than this has probably lost its event feed.
+FRESHNESS_LIMIT_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,7 @@ def build_report(inputs: ReportInputs) -> Report:
         snapshot_id=inputs.snapshot_id,
         cutoff=snap.cutoff if snap else None,
         verdict=verdict(inputs, results),
-        checks=_checks(snap, inputs.generated_at) if snap else [],
+        checks=_checks(snap, inputs.generated_at, inputs.experiment.status) if snap else [],
         results=results,
         effects=_effects(inputs.history),
         epochs=inputs.epochs,
@@ -214,7 +216,8 @@ def _still_needed(inputs: ReportInputs, results: list[ResultRow]) -> str:
     sample size; an always-valid test needs somewhat more)."""
     snap = inputs.snapshot
     assert snap is not None
-    why = snap.reason or "No decision yet."
+    why = snap.reason or "No decision yet"
+    why = why if why.endswith((".", "!", "?")) else why + "."
     policy = inputs.experiment.policy
     mde = _relative_mde(policy.get("mde", "2%"))
     primary = next((r for r in results if r.role == "primary"), None)
@@ -269,7 +272,7 @@ def _relative_mde(value: object) -> float | None:
 # --- health checks ----------------------------------------------------------------------------------
 
 
-def _checks(snap: SnapshotResult, now: datetime) -> list[Check]:
+def _checks(snap: SnapshotResult, now: datetime, status: str) -> list[Check]:
     checks: list[Check] = []
     if snap.srm is None:
         checks.append(Check("Sample ratio", None, "not checked yet (too few units)"))
@@ -319,7 +322,7 @@ def _checks(snap: SnapshotResult, now: datetime) -> list[Check]:
         checks.append(
             Check(
                 "Data freshness",
-                age < 3600,
+                age < FRESHNESS_LIMIT_SECONDS if status == "running" else None,
                 f"last event {snap.last_event_at:%Y-%m-%d %H:%M:%S} UTC ({_duration(max(age, 0))} "
                 "before this report)",
             )

@@ -324,17 +324,17 @@ def to_html(report: Report) -> str:
     exp = report.experiment
     variants = [v["key"] for v in exp.variants]
     colour_of = {key: charts.variant_colour(i) for i, key in enumerate(variants)}
-    scale = max(
-        [
-            abs(x)
-            for r in report.results
-            if r.status == "ok"
-            for x in (r.ci_lower, r.ci_upper)
-            if x is not None and math.isfinite(x)
-        ]
-        or [0.0]
-    )
-    scale = min(scale, 10.0) * 1.05
+    # one scale for every interval bar: the widest bound within +-100% (relative) keeps typical
+    # effects readable; a wider interval is drawn clipped at the edge (its numbers are beside it)
+    bounds = [
+        abs(x)
+        for r in report.results
+        if r.status == "ok"
+        for x in (r.ci_lower, r.ci_upper)
+        if x is not None and math.isfinite(x)
+    ]
+    within = [b for b in bounds if b <= 1.0]
+    scale = (max(within) if within else min(bounds or [1.0])) * 1.1 or 1.0
     rows = []
     for r in report.results:
         colour = charts.NEUTRAL
