@@ -15,6 +15,7 @@ PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#f
 GOOD = "#1a7f37"
 BAD = "#cf222e"
 NEUTRAL = "#57606a"
+REFERENCE = "#8c959f"  # the reference distribution in drift charts (no variant has this colour)
 
 
 def variant_colour(index: int) -> str:
@@ -134,11 +135,14 @@ def effect_over_time(
     lows = [p[2] for p in points]
     highs = [p[3] for p in points]
     effects = [p[1] for p in points]
-    # keep the y range readable: clip extreme early intervals to 4x the spread of the effects
-    spread = max(max(abs(e) for e in effects), 1e-9)
-    cap = 4 * spread
+    # keep the y range readable: the latest interval always fits whole (with room around it);
+    # the wide intervals of the first analyses are clipped at 3x its reach (and the chart says so)
+    last = points[-1]
+    reach = max(abs(last[2]), abs(last[3]), max(abs(e) for e in effects), 1e-9)
+    cap = 3 * reach
     y_low = max(min(min(lows), 0.0), -cap)
     y_high = min(max(max(highs), 0.0), cap)
+    clipped = min(lows) < -cap or max(highs) > cap
     pad = (y_high - y_low) * 0.08 or 0.01
     frame = _Frame(width, height, (min(xs), max(xs)), (y_low - pad, y_high + pad))
 
@@ -151,7 +155,6 @@ def effect_over_time(
         for x, lo in zip(reversed(xs), reversed(lows), strict=True)
     )
     line = " ".join(f"{frame.x(x)},{frame.y(clip(e))}" for x, e in zip(xs, effects, strict=True))
-    last = points[-1]
     excludes_zero = last[2] > 0 or last[3] < 0
     colour = NEUTRAL
     if excludes_zero and good_direction in ("increase", "decrease"):
@@ -168,6 +171,7 @@ def effect_over_time(
     desc = (
         f"{len(points)} analyses; latest effect {_fmt(last[1], relative)} "
         f"[{_fmt(last[2], relative)}, {_fmt(last[3], relative)}]"
+        + ("; the widest early intervals are cut off at the edge of the chart" if clipped else "")
     )
     return _svg(width, height, title, desc, len(points), body)
 
@@ -183,8 +187,16 @@ def traffic_share(
     """Stacked traffic shares per weight epoch (steps), with a marker at every decision."""
     if not epochs:
         return ""
+    epochs = list(epochs)
     start = epochs[0][0]
     end = max(e[1] for e in epochs)
+    # the weights in force now (e.g. 100% to a promoted winner, set at the last analysis) get a
+    # visible strip at the right even when their period has barely begun
+    tail = (end - start) * 0.06
+    began, ended, weights = epochs[-1]
+    if ended - began < tail:
+        epochs[-1] = (began, began + tail, weights)
+        end = max(end, began + tail)
     frame = _Frame(width, height, (start.timestamp(), end.timestamp()), (0.0, 1.0))
     parts = [frame.y_axis([0, 0.25, 0.5, 0.75, 1.0], True).replace("+", "")]
     for began, ended, weights in epochs:
@@ -203,13 +215,25 @@ def traffic_share(
                 "</rect>"
             )
             floor += share
+    right_edge = width - frame.right
+    row_ends: list[float] = []  # where the last label on each row of labels ends
     for moment, label in markers:
         x = frame.x(moment.timestamp())
+        name = label.split(":")[0]
+        text_width = 6.2 * len(name) + 4  # ~11px system-ui; only to keep labels apart
+        # near the right edge the label goes left of its line, so it is never cut off
+        left_of_line = x + 3 + text_width > right_edge
+        x0 = x - 3 - text_width if left_of_line else x + 3
+        row = next((i for i, ended in enumerate(row_ends) if x0 > ended), len(row_ends))
+        if row == len(row_ends):
+            row_ends.append(0.0)
+        row_ends[row] = x0 + text_width
+        anchor = ' text-anchor="end"' if left_of_line else ""
         parts.append(
             f'<line x1="{x}" x2="{x}" y1="{frame.top}" y2="{height - frame.bottom}" '
             f'class="marker"><title>{escape(label)}</title></line>'
-            f'<text x="{x + 3}" y="{frame.top + 10}" class="marker-label">'
-            f"{escape(label.split(':')[0])}</text>"
+            f'<text x="{x - 3 if left_of_line else x + 3}" y="{frame.top + 11 + 13 * (row % 4)}"'
+            f'{anchor} class="marker-label">{escape(name)}</text>'
         )
     parts.append(frame.x_time_axis(start, end))
     desc = f"{len(epochs)} weight periods, {len(markers)} decisions"
@@ -259,10 +283,11 @@ def drift_histogram(
     current: Sequence[float],
     *,
     title: str,
+    colour: str = PALETTE[1],
     width: int = 640,
     height: int = 200,
 ) -> str:
-    """Reference vs current share per bin (side by side)."""
+    """Reference (grey) vs current (``colour``, the variant's) share per bin, side by side."""
     if not labels or not reference or not current:
         return ""
     ref_total = sum(reference) or 1.0
@@ -274,21 +299,29 @@ def drift_histogram(
     slot = (width - frame.left - frame.right) / len(labels)
     parts = [frame.y_axis(_nice_ticks(0, top * 1.1), True).replace("+", "")]
     for i, label in enumerate(labels):
-        for j, (share, colour, name) in enumerate(
-            ((ref[i], PALETTE[0], "reference"), (cur[i], PALETTE[1], "current"))
+        for j, (share, fill, name) in enumerate(
+            ((ref[i], REFERENCE, "reference"), (cur[i], colour, "current"))
         ):
             x = frame.left + i * slot + slot * 0.1 + j * slot * 0.4
             y = frame.y(share)
             parts.append(
                 f'<rect x="{x:.2f}" y="{y}" width="{slot * 0.4:.2f}" '
-                f'height="{frame.y(0) - y:.2f}" fill="{colour}"><title>{escape(label)} '
+                f'height="{frame.y(0) - y:.2f}" fill="{fill}"><title>{escape(label)} '
                 f"{name}: {share:.1%}</title></rect>"
             )
-    parts.append(
-        f'<text x="{frame.left}" y="{height - 8}" class="tick">bins: '
-        f"{escape(labels[0])} … {escape(labels[-1])}</text>"
+    # a label under every bin that has room for one (~6px a character at 11px)
+    every = max(math.ceil((6 * max(len(label) for label in labels) + 6) / slot), 1)
+    for i, label in enumerate(labels):
+        if i % every == 0:
+            parts.append(
+                f'<text x="{frame.left + (i + 0.5) * slot:.2f}" '
+                f'y="{height - frame.bottom + 16}" text-anchor="middle" class="tick">'
+                f"{escape(label)}</text>"
+            )
+    desc = (
+        f"{len(labels)} bins ({labels[0]} to {labels[-1]}), share of the reference vs the "
+        "current window"
     )
-    desc = f"{len(labels)} bins, reference vs current share"
     return _svg(width, height, title, desc, len(labels), "".join(parts))
 
 

@@ -386,7 +386,11 @@ def to_html(report: Report) -> str:
                 d["reference_counts"],
                 d["current_counts"],
                 title=f"Drift of {d['target']} in {d['variant']}",
+                colour=colour_of.get(d["variant"], charts.PALETTE[1]),
             ),
+            "colour": colour_of.get(d["variant"], charts.PALETTE[1]),
+            "reference_colour": charts.REFERENCE,
+            "reference": d["reference"],
         }
         for d in report.drift_flagged
     ]
