@@ -11,6 +11,7 @@ report-screenshot`` runs this.
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import subprocess
 import tempfile
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from abstats.analysis.snapshot import (
     Comparison,
+    DriftCheck,
     Gates,
     MetricResult,
     SnapshotResult,
@@ -33,6 +35,7 @@ from abstats.reports.model import (
     Report,
     ReportInputs,
     build_report,
+    format_p,
 )
 from abstats.reports.render import to_html, to_json, to_markdown
 
@@ -74,146 +77,170 @@ def screenshot(html: Path, png: Path, *, width: int = 1280, height: int = 2400) 
 
 
 def sample_report(now: datetime | None = None) -> Report:
-    """A made-up but realistic report: v2 ramped 5 -> 25 -> 50% and promoted on F1."""
+    """A made-up but realistic report: v2 ramped 5 -> 25 -> 50% and was promoted on F1.
+
+    The numbers hang together as a real run's would: units follow the weight epochs, intervals
+    narrow with the square root of the data, an always-valid p-value is below alpha exactly when
+    its interval excludes zero, and each decision quotes the snapshot it was taken on."""
     now = now or datetime.now(UTC)
     start = now - timedelta(days=6)
+    per_day = 5200  # new units a day
+    shares = ((0.0, 1.0, 0.05), (1.0, 2.0, 0.25), (2.0, 5.0, 0.50))  # (from day, to day, v2)
     epochs = [
-        Epoch(0, start, start + timedelta(days=1), {"v1": 95.0, "v2": 5.0}),
-        Epoch(1, start + timedelta(days=1), start + timedelta(days=2), {"v1": 75.0, "v2": 25.0}),
-        Epoch(2, start + timedelta(days=2), start + timedelta(days=5), {"v1": 50.0, "v2": 50.0}),
-        Epoch(3, start + timedelta(days=5), None, {"v1": 0.0, "v2": 100.0}),
-    ]
+        Epoch(i, start + timedelta(days=a), start + timedelta(days=b), {"v1": 1 - s, "v2": s})
+        for i, (a, b, s) in enumerate(shares)
+    ] + [Epoch(3, start + timedelta(days=5), None, {"v1": 0.0, "v2": 1.0})]
+
+    def expected_v2(day: float) -> float:
+        return sum(per_day * s * max(0.0, min(day, b) - a) for a, b, s in shares)
+
+    def units(day: float) -> dict[str, int]:
+        v2 = round(expected_v2(day) * 0.996)  # chance: a little under its share (SRM p ~ 0.6)
+        return {"v1": round(per_day * day) - v2, "v2": v2}
+
+    def compare(effect: float, half: float, *, better_if: str) -> Comparison:
+        lo, hi = effect - half, effect + half
+        # always-valid p: below alpha (0.05) exactly when the interval excludes zero
+        p = min(1.0, 0.05 ** (abs(effect) / half))
+        excludes = lo > 0 or hi < 0
+        good = (effect > 0) == (better_if == "increase")
+        return Comparison(
+            variant="v2",
+            absolute_effect=None,
+            relative_effect=effect,
+            ci_lower=lo,
+            ci_upper=hi,
+            p_value=p,
+            p_value_adjusted=p,
+            significant=excludes,
+            better=excludes and good,
+            worse=excludes and not good,
+        )
+
+    def metric(key: str, kind: str, role: str, direction: str, base: float, c: Comparison,
+               n: dict[str, int]) -> MetricResult:  # fmt: skip
+        assert c.relative_effect is not None
+        value = base * (1 + c.relative_effect)
+        c = c.model_copy(update={"absolute_effect": value - base})
+        return MetricResult(
+            metric=key,
+            kind=kind,
+            role=role,
+            direction=direction,
+            variants={
+                "v1": VariantValue(units=n["v1"], events=3 * n["v1"], value=base),
+                "v2": VariantValue(units=n["v2"], events=3 * n["v2"], value=value),
+            },
+            comparisons=[c],
+        )
 
     def snapshot(day: float) -> SnapshotResult:
-        n = int(1500 + 5200 * day)
-        width = 0.55 / (day + 0.4) ** 0.5  # the interval narrows as data accumulate
-        f1 = MetricResult(
-            metric="f1",
-            kind="classification",
-            role="primary",
-            direction="increase",
-            variants={
-                "v1": VariantValue(units=n, events=3 * n, value=0.83, ci_lower=0.82, ci_upper=0.84),
-                "v2": VariantValue(
-                    units=int(n * 0.6), events=2 * n, value=0.95, ci_lower=0.94, ci_upper=0.96
-                ),
-            },
-            comparisons=[
-                Comparison(
-                    variant="v2",
-                    absolute_effect=0.12,
-                    relative_effect=0.145,
-                    ci_lower=0.145 - width * 0.25,
-                    ci_upper=0.145 + width * 0.25,
-                    p_value=min(1.0, 0.4 / (1 + day**3)),
-                    p_value_adjusted=min(1.0, 0.4 / (1 + day**3)),
-                    significant=day > 2,
-                    better=day > 2,
-                    worse=False,
-                )
-            ],
-        )
-        latency = MetricResult(
-            metric="latency_p95",
-            kind="latency",
-            role="guardrail",
-            direction="decrease",
-            variants={
-                "v1": VariantValue(units=n, events=3 * n, value=35.5),
-                "v2": VariantValue(units=int(n * 0.6), events=2 * n, value=34.4),
-            },
-            comparisons=[
-                Comparison(
-                    variant="v2",
-                    absolute_effect=-1.1,
-                    relative_effect=-0.031,
-                    ci_lower=-0.031 - width * 0.3,
-                    ci_upper=-0.031 + width * 0.3,
-                    p_value=0.41,
-                    p_value_adjusted=0.41,
-                    non_inferior=day > 1,
-                    margin="10%",
-                    worse=False,
-                )
-            ],
-        )
-        auc = MetricResult(
-            metric="auc",
-            kind="classification",
-            role="secondary",
-            direction="increase",
-            variants={
-                "v1": VariantValue(units=n, events=3 * n, value=0.906),
-                "v2": VariantValue(units=int(n * 0.6), events=2 * n, value=0.99),
-            },
-            comparisons=[
-                Comparison(
-                    variant="v2",
-                    absolute_effect=0.084,
-                    relative_effect=0.093,
-                    ci_lower=0.08,
-                    ci_upper=0.106,
-                    p_value=1e-12,
-                    p_value_adjusted=1e-12,
-                    significant=True,
-                    better=True,
-                )
+        n = units(day)
+        half = 0.17 / math.sqrt(day + 0.4)  # narrows as data accumulate
+        f1 = metric("f1", "classification", "primary", "increase", 0.83,
+                    compare(0.142 + 0.06 * math.sin(1.7 * day + 0.6) / (1 + 2 * day), half,
+                            better_if="increase"), n)  # fmt: skip
+        lat = compare(-0.031 + 0.02 * math.sin(1.3 * day) / (1 + day), 0.78 * half,
+                      better_if="decrease")  # fmt: skip
+        assert lat.ci_upper is not None
+        lat = lat.model_copy(update={"margin": "10%", "non_inferior": lat.ci_upper < 0.10})
+        latency = metric("latency_p95", "latency", "guardrail", "decrease", 35.5, lat, n)
+        auc = metric("auc", "classification", "secondary", "increase", 0.906,
+                     compare(0.09 + 0.01 / (1 + day), 0.4 * half, better_if="increase"), n)  # fmt: skip
+        total = n["v1"] + n["v2"]
+        expected = {"v1": total - expected_v2(day), "v2": expected_v2(day)}
+        # the sequential SRM test's p, approximated by Pearson's chi-square (1 df)
+        chi2 = sum((n[k] - expected[k]) ** 2 / expected[k] for k in n)
+        drift = DriftCheck(
+            variant="v2",
+            target="score",
+            reference="first 5000 predictions of the control",
+            psi=0.17,
+            js_distance=0.19,
+            p_value=2e-9,
+            p_value_adjusted=4e-9,
+            level="warn",
+            flagged=True,
+            consecutive_windows=4,
+            reference_counts=[820, 1310, 980, 640, 450, 330, 220, 140, 70, 40, 0],
+            current_counts=[560, 930, 900, 770, 610, 480, 330, 240, 120, 60, 0],
+            bin_labels=[
+                "< 0.1",
+                *(f"[{i / 10:g}, {(i + 1) / 10:g})" for i in range(1, 9)),
+                ">= 0.9",
+                "null",
             ],
         )
         return SnapshotResult(
             experiment="churn-sample",
             cutoff=start + timedelta(days=day),
-            weight_epoch=min(int(day), 3),
-            weights={"v1": 0.0, "v2": 100.0},
+            weight_epoch=min(int(day), 2),
+            weights=dict(epochs[min(int(day), 2)].weights),
             inference="always_valid",
             alpha=0.05,
-            units={"v1": n, "v2": int(n * 0.6)},
-            mixed_exposure_units=int(n * 0.004),
-            mixed_exposure_share=0.004,
-            last_event_at=start + timedelta(days=day),
+            units=n,
+            mixed_exposure_units=int(total * 0.004),
+            mixed_exposure_share=int(total * 0.004) / total,
+            last_event_at=start + timedelta(days=day, seconds=-40),
             runtime_seconds=day * 86400,
             gates=Gates(
-                min_units_met=True,
-                min_events_met=True,
-                min_runtime_met=True,
-                units_per_variant={"v1": n, "v2": int(n * 0.6)},
-                primary_events_per_variant={"v1": 3 * n, "v2": 2 * n},
+                min_units_met=min(n.values()) >= 200,
+                min_events_met=min(n.values()) >= 200,
+                min_runtime_met=day >= 1,
+                units_per_variant=n,
+                primary_events_per_variant={k: 3 * v for k, v in n.items()},
                 runtime_seconds=day * 86400,
             ),
             metrics=[f1, latency, auc],
             srm=SrmResult(
-                observed={"v1": n, "v2": int(n * 0.6)},
-                expected={"v1": n * 1.002, "v2": n * 0.598},
-                p_value=0.62,
+                observed=n,
+                expected=expected,
+                p_value=math.erfc(math.sqrt(chi2 / 2)),
                 threshold=0.01,
                 flagged=False,
                 method="sequential",
             ),
-            recommendation="promote v2",
-            reason="f1 is better in v2",
+            drift=[drift] if day >= 3 else [],
+            recommendation="promote v2" if f1.comparisons[0].better else "keep running",
+            reason="f1 is better in v2" if f1.comparisons[0].better else "no decision yet",
         )
 
     history = [HistoryPoint(start + timedelta(hours=6 * i), snapshot(i / 4)) for i in range(1, 21)]
-    promote = start + timedelta(days=5)
+
+    def quote(snap: SnapshotResult) -> str:
+        f1, lat = snap.metrics[0].comparisons[0], snap.metrics[1].comparisons[0]
+        assert f1.relative_effect is not None and f1.ci_lower is not None
+        assert f1.ci_upper is not None and lat.ci_upper is not None
+        return (
+            f"v2 f1 {f1.relative_effect:+.1%} [{f1.ci_lower:+.1%}, {f1.ci_upper:+.1%}], "
+            f"always-valid p={format_p(f1.p_value)} < 0.05 after Holm; latency_p95 non-inferior "
+            f"(upper bound {lat.ci_upper:+.1%} < margin 10%)"
+        )
+
+    def guard(snap: SnapshotResult) -> str:
+        lat = snap.metrics[1].comparisons[0]
+        assert lat.ci_upper is not None
+        return f"latency_p95 non-inferior (upper bound {lat.ci_upper:+.1%} < margin 10%)"
+
+    w = [{k: float(round(100 * v)) for k, v in e.weights.items()} for e in epochs]
     decisions = [
         DecisionEntry(1, start, "start", "key:3f2a9c", "launch", True, "draft", "running",
-                      {"v1": 50, "v2": 50}, {"v1": 95, "v2": 5}, None),
+                      {"v1": 50, "v2": 50}, w[0], None),
         DecisionEntry(2, start + timedelta(days=1), "advance_ramp", "policy",
-                      "advance ramp 5% -> 25%: latency_p95 non-inferior (margin 10%)", True,
-                      "running", "running", {"v1": 95, "v2": 5}, {"v1": 75, "v2": 25}, 4),
+                      f"advance ramp 5% -> 25%: {guard(history[3].result)}", True,
+                      "running", "running", w[0], w[1], 4),
         DecisionEntry(3, start + timedelta(days=2), "advance_ramp", "policy",
-                      "advance ramp 25% -> 50%: latency_p95 non-inferior (margin 10%)", True,
-                      "running", "running", {"v1": 75, "v2": 25}, {"v1": 50, "v2": 50}, 8),
-        DecisionEntry(4, promote, "promote", "policy",
-                      "promote v2: v2 f1 +14.5% [+12.1%, +16.9%], always-valid p=3.1e-04 < 0.05 "
-                      "after Holm; latency_p95 non-inferior (margin 10%)", True, "running",
-                      "concluded", {"v1": 50, "v2": 50}, {"v1": 0, "v2": 100}, 20),
+                      f"advance ramp 25% -> 50%: {guard(history[7].result)}", True,
+                      "running", "running", w[1], w[2], 8),
+        DecisionEntry(4, start + timedelta(days=5), "promote", "policy",
+                      f"promote v2: {quote(history[-1].result)}", True, "running",
+                      "concluded", w[2], w[3], 20),
     ]  # fmt: skip
     daily = []
-    for d in range(6):
+    for d in range(5):
         day = (start + timedelta(days=d)).strftime("%Y-%m-%d")
-        share = [0.05, 0.25, 0.5, 0.5, 0.5, 1.0][d]
-        daily += [(day, "v1", int(5200 * (1 - share))), (day, "v2", int(5200 * share))]
+        got = {k: units(d + 1)[k] - units(d)[k] for k in ("v1", "v2")}
+        daily += [(day, "v1", got["v1"]), (day, "v2", got["v2"])]
     experiment = ExperimentInfo(
         key="churn-sample",
         name="Churn model v2 (sample report, made-up numbers)",
@@ -255,11 +282,12 @@ def sample_report(now: datetime | None = None) -> Report:
             "inference": "always_valid",
             "alpha": 0.05,
             "mde": "5%",
+            "on_drift": "warn",
             "ramp": {"steps": [5, 25, 50, 100], "min_interval": "1d"},
         },
         router={"backend": "builtin"},
         started_at=start,
-        ended_at=promote,
+        ended_at=start + timedelta(days=5),
     )
     return build_report(
         ReportInputs(

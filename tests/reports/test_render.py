@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -106,10 +106,14 @@ def test_html_is_well_formed_and_self_contained() -> None:
 def test_every_chart_has_data_and_a_description() -> None:
     html = to_html(sample_report(NOW))
     charts = re.findall(r'<svg[^>]*class="chart" data-points="(\d+)"', html)
-    # f1 and latency effects, traffic share, units per day
-    assert len(charts) == 4
+    # f1 and latency effects, traffic share, units per day, the flagged score drift
+    assert len(charts) == 5
     assert all(int(n) > 0 for n in charts)
-    assert html.count("<desc>") == 4
+    assert html.count("<desc>") == 5
+    drift = html[html.index("<title>Drift of score in v2</title>") :]
+    drift = drift[: drift.index("</svg>")]
+    assert drift.count("<rect") == 2 * 11  # reference and current bar for each of 11 bins
+    assert "&lt; 0.1</text>" in drift  # bins are labelled on the axis
     for series in ("f1 (primary): v2 vs v1", "latency_p95 (guardrail): v2 vs v1"):
         assert series in html
     polylines = re.findall(r'<polyline points="([^"]+)"', html)
@@ -252,3 +256,47 @@ def test_percentages_read_well(value: float, text: str) -> None:
         }
     )
     assert effect_text(row) == f"{text} [{text}, {text}]"
+
+
+def test_traffic_share_shows_the_weights_in_force_and_keeps_labels_inside() -> None:
+    from abstats.reports import charts
+
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    day = timedelta(days=1)
+    promoted = start + 4 * day
+    svg = charts.traffic_share(
+        [
+            (start, start + day, {"a": 90.0, "b": 10.0}),
+            (start + day, promoted, {"a": 50.0, "b": 50.0}),
+            (promoted, promoted, {"a": 0.0, "b": 100.0}),  # promoted at the last analysis
+        ],
+        ["a", "b"],
+        [(start, "start: launch"), (start + day, "advance_ramp: x"), (promoted, "promote: b")],
+    )
+    final = re.search(r'<rect x="[\d.]+" y="[\d.]+" width="([\d.]+)"[^>]*><title>b: 100%', svg)
+    assert final is not None and float(final.group(1)) > 20  # a visible strip, not a hairline
+    labels = re.findall(r'<text x="([\d.]+)" y="[\d.]+"( text-anchor="end")? class="marker-label">'
+                        r"([^<]+)</text>", svg)  # fmt: skip
+    assert [name for _, _, name in labels] == ["start", "advance_ramp", "promote"]
+    x, anchor, _ = labels[-1]
+    assert anchor and float(x) <= 640  # the last label ends at its line, inside the chart
+
+
+def test_effect_chart_shows_the_latest_interval_whole_and_says_when_early_ones_are_cut() -> None:
+    from abstats.reports import charts
+
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    # a near-zero effect: early intervals +-50%, the latest +-5%
+    points = [
+        (start + timedelta(hours=h), 0.001, 0.001 - w, 0.001 + w)
+        for h, w in ((1, 0.5), (2, 0.2), (3, 0.1), (4, 0.05))
+    ]
+    svg = charts.effect_over_time(points, title="t", relative=True, good_direction="increase")
+    polygon = re.search(r'<polygon points="([^"]+)"', svg)
+    assert polygon is not None
+    ys = [float(xy.split(",")[1]) for xy in polygon.group(1).split()]
+    top_edge, bottom_edge = min(ys), max(ys)  # the first, widest interval is cut at both edges
+    last_top, last_bottom = ys[3], ys[4]  # band: upper bounds left to right, then lower reversed
+    assert top_edge < last_top < last_bottom < bottom_edge
+    assert (bottom_edge - top_edge) > 3 * (last_bottom - last_top) * 0.9  # room around it
+    assert "cut off at the edge of the chart" in svg
