@@ -139,9 +139,8 @@ class EventMessage(Base):
 
     __tablename__ = "event_message"
 
-    experiment_id: Mapped[int] = mapped_column(
-        ForeignKey("experiment.id", ondelete="CASCADE"), primary_key=True
-    )
+    # no foreign key: a trigger call per event on the ingest path; ids are never reused
+    experiment_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(1), primary_key=True)
     message_id: Mapped[str] = mapped_column(Text, primary_key=True)
 

@@ -94,11 +94,29 @@ def _csv_text(rows: Sequence[tuple[Any, ...]]) -> str:
     return buffer.getvalue()
 
 
+def _first_of_each_message(
+    table: EventTable, rows: Sequence[tuple[Any, ...]]
+) -> Sequence[tuple[Any, ...]]:
+    """Drop repeats of a message id within the batch (the first wins; the others count as
+    duplicates), so that the claim and the insert below meet each message once."""
+    exp = table.columns.index("experiment_id")
+    msg = table.columns.index("message_id")
+    seen: set[tuple[Any, Any]] = set()
+    unique = []
+    for row in rows:
+        key = (row[exp], row[msg])
+        if key not in seen:
+            seen.add(key)
+            unique.append(row)
+    return unique if len(unique) < len(rows) else rows
+
+
 def copy_insert(session: Session, table: EventTable, rows: Sequence[tuple[Any, ...]]) -> int:
     """Insert ``rows`` (in ``table.columns`` order) skipping existing message ids; returns how many
     were new."""
     if not rows:
         return 0
+    rows = _first_of_each_message(table, rows)
     if "features" in table.columns:
         at = table.columns.index("features")
         rows = [
@@ -120,18 +138,14 @@ def copy_insert(session: Session, table: EventTable, rows: Sequence[tuple[Any, .
                 io.StringIO(data),
                 size=1 << 18,
             )
-            staged = ", ".join(f"s.{c}" for c in table.columns)
             cur.execute(
                 "WITH fresh AS ("
                 " INSERT INTO event_message (experiment_id, kind, message_id)"
-                f" SELECT DISTINCT experiment_id, '{table.kind}', message_id FROM {table.staging}"
+                f" SELECT experiment_id, '{table.kind}', message_id FROM {table.staging}"
                 " ORDER BY experiment_id, message_id"
                 " ON CONFLICT DO NOTHING RETURNING experiment_id, message_id) "
-                f"INSERT INTO {table.name} ({columns}) "
-                f"SELECT DISTINCT ON (s.experiment_id, s.message_id) {staged} "
-                f"FROM {table.staging} s JOIN fresh f"
-                " ON f.experiment_id = s.experiment_id AND f.message_id = s.message_id"
-                " ORDER BY s.experiment_id, s.message_id"
+                f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM {table.staging} "
+                "WHERE (experiment_id, message_id) IN (SELECT experiment_id, message_id FROM fresh)"
             )
             inserted: int = cur.rowcount
             cur.execute(f"DELETE FROM {table.staging}")

@@ -9,6 +9,10 @@ partitions and a default one (see ``abstats.db.partitions``). Their primary key 
 ``(id, ts)``; the unique ``(experiment_id, message_id)`` moves to the unpartitioned
 ``event_message`` table, because a unique index of a partitioned table must contain ``ts``.
 
+``event_message`` has no foreign key to ``experiment``: its check would be a trigger call per
+event on the ingest hot path (measured: an eighth of the insert's time), and experiment ids are
+never reused, so the claims of a deleted experiment can never collide with another's.
+
 Existing rows are copied (in one transaction: plan a maintenance window for a large install).
 Every other index and foreign key is read from the catalog and recreated as it was, so this
 migration also carries indexes added by later revisions on a downgrade/upgrade round trip.
@@ -110,12 +114,6 @@ def upgrade() -> None:
         sa.Column("experiment_id", sa.Integer(), nullable=False),
         sa.Column("kind", sa.String(length=1), nullable=False),
         sa.Column("message_id", sa.Text(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["experiment_id"],
-            ["experiment.id"],
-            name=op.f("fk_event_message_experiment_id_experiment"),
-            ondelete="CASCADE",
-        ),
         sa.PrimaryKeyConstraint(
             "experiment_id", "kind", "message_id", name=op.f("pk_event_message")
         ),
