@@ -241,9 +241,9 @@ def to_markdown(report: Report) -> str:
         "",
         "## Results",
         "",
-        "| metric | role | variant | control | variant value | effect [95% CI] | p (always-valid) "
-        "| p (Holm) | outcome |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| metric | role | variant | control | variant value | absolute effect | effect [95% CI] "
+        "| p (always-valid) | p (Holm) | outcome |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report.results:
         lines.append(
@@ -256,6 +256,7 @@ def to_markdown(report: Report) -> str:
                     r.variant,
                     _value(r.control_value),
                     _value(r.variant_value),
+                    _signed(r.absolute_effect),
                     effect_text(r),
                     format_p(r.p_value),
                     format_p(r.p_value_adjusted),
@@ -265,7 +266,7 @@ def to_markdown(report: Report) -> str:
             + " |"
         )
     if not report.results:
-        lines.append("| (no analysis yet) | | | | | | | | |")
+        lines.append("| (no analysis yet) | | | | | | | | | |")
     lines += ["", "## Decisions", ""]
     if not report.decisions:
         lines.append("No decisions yet.")
