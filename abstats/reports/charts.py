@@ -15,6 +15,9 @@ PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#f
 GOOD = "#1a7f37"
 BAD = "#cf222e"
 NEUTRAL = "#57606a"
+# relative effects are drawn within +-1000% (beyond that the control's value is near zero and the
+# percentage says little; the table prints such bounds as ">+1000%")
+RELATIVE_LIMIT = 10.0
 REFERENCE = "#8c959f"  # the reference distribution in drift charts (no variant has this colour)
 
 
@@ -139,12 +142,14 @@ def effect_over_time(
     # the wide intervals of the first analyses are clipped at 3x its reach (and the chart says so)
     last = points[-1]
     reach = max(abs(last[2]), abs(last[3]), max(abs(e) for e in effects), 1e-9)
-    cap = 3 * reach
+    cap = min(3 * reach, RELATIVE_LIMIT) if relative else 3 * reach
     y_low = max(min(min(lows), 0.0), -cap)
     y_high = min(max(max(highs), 0.0), cap)
     clipped = min(lows) < -cap or max(highs) > cap
     pad = (y_high - y_low) * 0.08 or 0.01
-    frame = _Frame(width, height, (min(xs), max(xs)), (y_low - pad, y_high + pad))
+    single = len(points) == 1  # one analysis so far: a dot with its interval, not a band
+    x_range = (xs[0] - 1.0, xs[0] + 1.0) if single else (min(xs), max(xs))
+    frame = _Frame(width, height, x_range, (y_low - pad, y_high + pad))
 
     def clip(v: float) -> float:
         return min(max(v, frame.y0), frame.y1)
@@ -160,18 +165,35 @@ def effect_over_time(
     if excludes_zero and good_direction in ("increase", "decrease"):
         good = (last[1] > 0) == (good_direction == "increase")
         colour = GOOD if good else BAD
-    body = (
-        frame.y_axis(_nice_ticks(frame.y0, frame.y1), relative)
-        + f'<line x1="{frame.left}" x2="{width - frame.right}" y1="{frame.y(0)}" '
+    axes = frame.y_axis(_nice_ticks(frame.y0, frame.y1), relative) + (
+        f'<line x1="{frame.left}" x2="{width - frame.right}" y1="{frame.y(0)}" '
         f'y2="{frame.y(0)}" class="zero"/>'
-        + f'<polygon points="{band_top} {band_bottom}" fill="{colour}" fill-opacity="0.18"/>'
-        + f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2"/>'
-        + frame.x_time_axis(points[0][0], points[-1][0])
     )
+    if single:
+        cx = frame.x(xs[0])
+        body = (
+            axes + f'<line x1="{cx}" x2="{cx}" y1="{frame.y(clip(highs[0]))}" '
+            f'y2="{frame.y(clip(lows[0]))}" stroke="{colour}" stroke-opacity="0.35" '
+            'stroke-width="10"/>'
+            + f'<circle cx="{cx}" cy="{frame.y(clip(effects[0]))}" r="5" fill="{colour}"/>'
+            + f'<text x="{cx}" y="{height - frame.bottom + 16}" text-anchor="middle" '
+            f'class="tick">{escape(last[0].strftime("%Y-%m-%d %H:%M"))} (first analysis)</text>'
+        )
+    else:
+        body = (
+            axes
+            + f'<polygon points="{band_top} {band_bottom}" fill="{colour}" fill-opacity="0.18"/>'
+            + f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2"/>'
+            + frame.x_time_axis(points[0][0], points[-1][0])
+        )
     desc = (
-        f"{len(points)} analyses; latest effect {_fmt(last[1], relative)} "
-        f"[{_fmt(last[2], relative)}, {_fmt(last[3], relative)}]"
-        + ("; the widest early intervals are cut off at the edge of the chart" if clipped else "")
+        f"{len(points)} {'analysis' if single else 'analyses'}; latest effect "
+        f"{_fmt(last[1], relative)} [{_fmt(last[2], relative)}, {_fmt(last[3], relative)}]"
+        + (
+            "; intervals beyond the range shown are cut off at the edge of the chart"
+            if clipped
+            else ""
+        )
     )
     return _svg(width, height, title, desc, len(points), body)
 

@@ -453,7 +453,8 @@ def _effects(history: list[HistoryPoint]) -> list[EffectSeries]:
                         metric.metric, metric.role, c.variant, c.ci_scale, metric.direction, []
                     )
                 series[key].points.append((point.cutoff, effect, c.ci_lower, c.ci_upper))
-    return list(series.values())
+    order = {"primary": 0, "guardrail": 1}
+    return sorted(series.values(), key=lambda s: order.get(s.role, 2))  # stable within a role
 
 
 def _inference(snap: SnapshotResult | None, policy: dict[str, Any]) -> dict[str, Any]:

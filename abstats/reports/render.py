@@ -191,6 +191,8 @@ def _pct(value: float | None) -> str:
 def _signed(value: float | None) -> str:
     if value is None or not math.isfinite(value):
         return "n/a"
+    if value == 0:
+        return "0"
     return f"{value:+.3g}"
 
 

@@ -304,3 +304,27 @@ def test_effect_chart_shows_the_latest_interval_whole_and_says_when_early_ones_a
     assert top_edge < last_top < last_bottom < bottom_edge
     assert (bottom_edge - top_edge) > 3 * (last_bottom - last_top) * 0.9  # room around it
     assert "cut off at the edge of the chart" in svg
+
+
+def test_effect_chart_after_one_analysis_draws_a_dot_and_its_interval() -> None:
+    from abstats.reports import charts
+
+    moment = datetime(2026, 11, 1, 6, 40, tzinfo=UTC)
+    svg = charts.effect_over_time(
+        [(moment, 0.40, -0.82, 9.87)], title="t", relative=True, good_direction="increase"
+    )
+    assert 'data-points="1"' in svg and "<circle" in svg and "<polygon" not in svg
+    assert svg.count("(first analysis)</text>") == 1 and "2026-11-01 06:40" in svg
+    ticks = re.findall(r'class="tick">([^<]+)</text>', svg)
+    assert ticks and all(abs(float(t.rstrip("%"))) <= 1000 for t in ticks if t.endswith("%"))
+
+
+def test_relative_effect_chart_stays_within_1000_percent() -> None:
+    from abstats.reports import charts
+
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    points = [(start + timedelta(hours=h), 0.0, -1.0, 5000.0) for h in range(3)]  # control ~0
+    svg = charts.effect_over_time(points, title="t", relative=True, good_direction="decrease")
+    ticks = [t for t in re.findall(r'class="tick">([^<]+)</text>', svg) if t.endswith("%")]
+    assert ticks and max(abs(float(t.rstrip("%"))) for t in ticks) <= 1000
+    assert "cut off at the edge of the chart" in svg
