@@ -4,7 +4,7 @@
 
 Without ``HTML`` it takes the newest ``index.html`` under ``ABSTATS_REPORTS_DIR`` (``make demo``
 writes one), or else renders a built-in sample report (two variants, a ramp and a promotion, all
-numbers made up and labelled so) to ``<reports>/sample/index.html`` first. ``make
+numbers made up and labelled so) to ``<reports>/sample/index.html`` first, afresh each run. ``make
 report-screenshot`` runs this.
 """
 
@@ -14,6 +14,7 @@ import argparse
 import math
 import shutil
 import subprocess
+import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +40,7 @@ from abstats.reports.model import (
 )
 from abstats.reports.render import to_html, to_json, to_markdown
 
+SAMPLE_DIR = "sample"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking")
 
 
@@ -57,7 +59,7 @@ def screenshot(html: Path, png: Path, *, width: int = 1280, height: int = 2400) 
         raise SystemExit("Chromium is not installed (Debian: apt-get install chromium).")
     png.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="abstats-chromium-") as profile:
-        subprocess.run(
+        done = subprocess.run(
             [
                 browser,
                 *CHROMIUM_FLAGS,
@@ -67,12 +69,18 @@ def screenshot(html: Path, png: Path, *, width: int = 1280, height: int = 2400) 
                 f"--screenshot={png.resolve()}",
                 html.resolve().as_uri(),
             ],
-            check=True,
+            check=False,
             capture_output=True,
+            text=True,
             timeout=120,
         )
-    if not png.exists() or png.stat().st_size == 0:
-        raise SystemExit(f"Chromium wrote no screenshot to {png}")
+    if done.returncode != 0 or not png.exists() or png.stat().st_size == 0:
+        tail = "\n".join((done.stderr or "").strip().splitlines()[-15:])
+        raise RuntimeError(
+            f"Chromium ({browser}) exited {done.returncode} and wrote "
+            f"{'no' if not png.exists() else 'an empty' if png.stat().st_size == 0 else 'a'} "
+            f"screenshot to {png}; its last output:\n{tail}"
+        )
     return png
 
 
@@ -304,7 +312,11 @@ def sample_report(now: datetime | None = None) -> Report:
 
 
 def newest_report(directory: Path) -> Path | None:
-    found = sorted(directory.glob("*/index.html"), key=lambda p: p.stat().st_mtime)
+    """The newest experiment report under ``directory`` (not the sample, which is re-rendered)."""
+    found = sorted(
+        (p for p in directory.glob("*/index.html") if p.parent.name != SAMPLE_DIR),
+        key=lambda p: p.stat().st_mtime,
+    )
     return found[-1] if found else None
 
 
@@ -317,18 +329,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=2400)
     args = parser.parse_args(argv)
+    if args.html is not None and not args.html.is_file():
+        parser.error(f"{args.html} is not a file: give a report's index.html, or none")
     reports = Path(get_settings().reports_dir)
     html = args.html or newest_report(reports)
     if html is None:
         report = sample_report()
-        target = reports / "sample"
+        target = reports / SAMPLE_DIR
         target.mkdir(parents=True, exist_ok=True)
         (target / "index.html").write_text(to_html(report), encoding="utf-8")
         (target / "report.md").write_text(to_markdown(report), encoding="utf-8")
         (target / "report.json").write_text(to_json(report), encoding="utf-8")
         html = target / "index.html"
     png = args.out or html.with_name(f"screenshot-{args.width}.png")
-    screenshot(html, png, width=args.width, height=args.height)
+    try:
+        screenshot(html, png, width=args.width, height=args.height)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(png.resolve())
     return 0
 

@@ -92,6 +92,9 @@ def test_files_carry_the_snapshots_numbers(
             assert row["ci_lower"] == comparison["ci_lower"]
             assert row["control_value"] == metric["variants"]["control"]["value"]
     assert [r["metric"] for r in data["results"]] == ["ctr", "errors", "latency"]  # primary first
+    # charts too: primary, then guardrail (the secondary latency gets none)
+    assert [s["metric"] for s in data["effects_over_time"]] == ["ctr", "errors"]
+    assert html.count("(first analysis)</text>") == 2  # one analysis: a dot and its interval
     assert "| ctr | primary | treatment |" in markdown
     assert re.search(r'class="chart" data-points="[1-9]', html)
     assert "://" not in html.replace("http://www.w3.org/2000/svg", "")
@@ -211,3 +214,24 @@ def test_chromium_renders_the_report_to_a_real_picture(tmp_path: Path) -> None:
             abs(r - 0x1A) < 30 and abs(g - 0x7F) < 30 and abs(b - 0x37) < 30
             for _, (r, g, b) in colours
         )
+
+
+@pytest.mark.skipif(
+    find_chromium() is None, reason="Chromium is not installed (.ci/system-packages installs it)"
+)
+def test_make_report_screenshot_renders_the_sample_and_prints_the_png(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ABSTATS_REPORTS_DIR": str(tmp_path)}
+    command = [sys.executable, "-m", "abstats.reports.screenshot", "--height", "900"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    png = Path(done.stdout.strip())
+    assert png == (tmp_path / "sample" / "screenshot-1280.png").resolve()
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    assert {p.name for p in png.parent.iterdir()} >= {"index.html", "report.md", "report.json"}
+    missing = subprocess.run(
+        [*command, str(tmp_path / "nope.html")], env=env, capture_output=True, text=True
+    )
+    assert missing.returncode == 2 and "nope.html is not a file" in missing.stderr
