@@ -1,6 +1,6 @@
 """Render a report's ``index.html`` to a PNG with headless Chromium, for people to look at.
 
-    python -m abstats.reports.screenshot [HTML] [--out PNG] [--width 1280] [--height 2400]
+    python -m abstats.reports.screenshot [HTML] [--out PNG] [--width 1280] [--height 3200]
 
 Without ``HTML`` it takes the newest ``index.html`` under ``ABSTATS_REPORTS_DIR`` (``make demo``
 writes one), or else renders a built-in sample report (two variants, a ramp and a promotion, all
@@ -52,7 +52,7 @@ def find_chromium() -> str | None:
     return None
 
 
-def screenshot(html: Path, png: Path, *, width: int = 1280, height: int = 2400) -> Path:
+def screenshot(html: Path, png: Path, *, width: int = 1280, height: int = 3200) -> Path:
     """``index.html`` -> PNG with headless Chromium (a fresh profile, no network needed)."""
     browser = find_chromium()
     if browser is None:
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("html", nargs="?", type=Path, help="an index.html (default: the newest)")
     parser.add_argument("--out", type=Path, default=None, help="PNG path")
     parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--height", type=int, default=2400)
+    parser.add_argument("--height", type=int, default=3200)
     args = parser.parse_args(argv)
     if args.html is not None and not args.html.is_file():
         parser.error(f"{args.html} is not a file: give a report's index.html, or none")
