@@ -52,6 +52,9 @@ _FIELD_HINTS = {
     "request_id, else to the unit's exposure; remove 'variant'",
 }
 _NAME_RE = re.compile(NAME_PATTERN)
+# The shape of an experiment key (the experiment table's check constraint): only such strings
+# are looked up, so no text the database refuses (e.g. a NUL) ever reaches a query.
+_EXPERIMENT_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _PLAIN_ISO = re.compile(
     r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(?::\d\d(?:\.\d{1,6})?)?(?:Z|[+-]\d\d(?::\d\d)?)?"
@@ -290,14 +293,21 @@ def validate_events(
     batch = ValidatedBatch()
     # Resolve every experiment key of the batch at once; re-read experiments whose cached entry
     # lacks a variant the batch names (it may have been added since).
-    keys = {e["experiment"] for e in events if type(e) is dict and type(e.get("experiment")) is str}
+    keys = {
+        e["experiment"]
+        for e in events
+        if type(e) is dict
+        and type(e.get("experiment")) is str
+        and _EXPERIMENT_KEY_RE.match(e["experiment"])
+    }
     refs = resolve(keys, None) if keys else {}
     stale = {
         e["experiment"]
         for e in events
         if type(e) is dict
         and type(e.get("variant")) is str
-        and e.get("experiment") in refs
+        and type(e.get("experiment")) is str
+        and e["experiment"] in refs
         and e["variant"] not in refs[e["experiment"]][1]
     }
     if stale:
@@ -342,7 +352,7 @@ def _check_event(
     event: dict[str, Any], check: _EventChecker, refs: ExperimentRefs
 ) -> tuple[Any, ...] | None:
     kind = event.get("type")
-    if kind not in ALLOWED_FIELDS:
+    if type(kind) is not str or kind not in ALLOWED_FIELDS:
         if kind is None:
             check.problem("type", "is required: exposure, prediction or outcome")
         else:
@@ -378,7 +388,13 @@ def _check_event(
         )
     else:
         ref = refs.get(exp_key)
-        if ref is None:
+        if ref is None and not _EXPERIMENT_KEY_RE.match(exp_key):
+            check.problem(
+                "experiment",
+                f"{exp_key[:64]!r} is not an experiment key (lowercase letters, digits, '_' and "
+                "'-', at most 64)",
+            )
+        elif ref is None:
             check.problem(
                 "experiment",
                 f"unknown experiment {exp_key[:64]!r}; create it with POST /v1/experiments",

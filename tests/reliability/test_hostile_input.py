@@ -237,7 +237,13 @@ BAD_EVENTS: list[tuple[str, str, str]] = [
     ("typo-field", json.dumps(_prediction("bad", latency=12)), "latency"),
     ("sql-experiment", json.dumps(_exposure("bad", experiment=SQL)), "experiment"),
     ("sql-variant", json.dumps(_exposure("bad", variant=SQL)), "variant"),
+    # found by schemathesis: an object where the experiment key goes crashed the batch (500)
+    ("object-experiment", json.dumps(_exposure("bad", experiment={"k": 1})), "experiment"),
+    ("list-experiment", json.dumps(_exposure("bad", experiment=["hostile"])), "experiment"),
+    # also found by schemathesis: a NUL in the experiment key reached the lookup query (500)
+    ("nul-in-experiment", json.dumps(_exposure("bad", experiment="host\u0000ile")), "experiment"),
     ("unknown-type", json.dumps(_exposure("bad", type="click")), "type"),
+    ("list-type", json.dumps(_exposure("bad", type=["exposure"])), "type"),  # schemathesis: 500
     ("bool-as-score", json.dumps(_prediction("bad", score=True)), "score"),
     ("missing-ids", '{"type": "exposure", "experiment": "hostile", "variant": "v2"}', "message_id"),
     ("not-an-object", '"just a string"', "events[1]"),
