@@ -1,24 +1,37 @@
-"""Sufficient statistics per (variant, weight epoch), aggregated in SQL from the per-unit rollups.
+"""Sufficient statistics per (variant, weight epoch), read from the cell sums that
+:mod:`abstats.analysis.rollup` keeps up to date (``analysis_cell``: a few rows per metric).
 
-Every query here reads rollup tables (one row per unit, or per unit and bin), never raw events,
-and returns a handful of sums per (variant id, epoch). Sums are NUMERIC in SQL, so the result does
-not depend on row order: the same rollup rows always give the same bits.
+Only winsorised metrics look further, and only at the top of an index: the cap is a quantile of
+the per-unit sums, read by offset from the largest one, and the capped sums are the cell sums
+minus what the units above the cap exceed it by. The arithmetic is NUMERIC in SQL, so the result
+does not depend on row order: the same rollup rows always give the same bits.
 
 A unit's epoch is that of its first exposure: ``greatest(width_bucket(first_ts, starts), 1) - 1``
-where ``starts`` are the epochs' start times (a unit first seen before epoch 0 counts in epoch 0).
+where ``starts`` are the epochs' start times the cells were summed with (a unit first seen before
+epoch 0 counts in epoch 0).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from abstats.analysis.rollup import LATENCY_EDGES, SCORE_BINS
+from abstats.analysis.rollup import (
+    CLASS_SUMS,
+    LATENCY_EDGES,
+    LATENCY_SUMS,
+    OUTCOME_SUMS,
+    SCORE_BINS,
+    UNIT_SUMS,
+    classification_key,
+    ratio_key,
+)
 from abstats.stats import (
     BinnedScores,
     ClusteredHistogram,
@@ -30,7 +43,11 @@ from abstats.stats import (
 
 Cell = tuple[int, int]  # (variant id, epoch)
 
-_EPOCH = "greatest(width_bucket(u.first_ts, CAST(:starts AS timestamptz[])), 1) - 1"
+# the unit's epoch under the start times the cells were summed with
+_EPOCH = (
+    "greatest(width_bucket(a.first_ts, (SELECT w.cell_epochs FROM analysis_watermark w "
+    "WHERE w.experiment_id = :e)), 1) - 1"
+)
 
 
 def _f(value: Any) -> float:
@@ -41,54 +58,78 @@ def _i(value: Any) -> int:
     return 0 if value is None else int(value)
 
 
+def _cells(
+    session: Session, experiment_id: int, family: str, key: str = ""
+) -> dict[tuple[int, int, int], dict[str, Decimal]]:
+    """(variant id, epoch, bin) -> the family's sums by name."""
+    names = {
+        "unit": UNIT_SUMS,
+        "outcome": OUTCOME_SUMS,
+        "class": CLASS_SUMS,
+        "latency": LATENCY_SUMS,
+    }[family]
+    rows = session.execute(
+        text(
+            "SELECT variant_id, epoch, bin, sums FROM analysis_cell "
+            "WHERE experiment_id = :e AND family = :family AND key = :key"
+        ),
+        {"e": experiment_id, "family": family, "key": key},
+    )
+    return {
+        (int(vid), int(epoch), int(bin_)): dict(zip(names, sums, strict=True))
+        for vid, epoch, bin_, sums in rows
+    }
+
+
 @dataclass(frozen=True)
 class UnitCell:
     """Units of one (variant, epoch) and their prediction sums."""
 
     units: int
     mixed: int
-    first_ts: datetime | None
-    last_ts: datetime | None
     requests: int
+    latency_units: int  # units with at least one latency
     errors: RatioStats  # x = errors, y = requests per unit
     latency: RatioStats  # x = latency sum, y = latency count per unit
 
 
-def unit_cells(
-    session: Session, experiment_id: int, starts: Sequence[datetime]
-) -> dict[Cell, UnitCell]:
-    rows = session.execute(
-        text(
-            f"""
-            SELECT u.variant_id, {_EPOCH} AS epoch, count(*), count(*) FILTER (WHERE u.mixed),
-                   min(u.first_ts), max(u.last_ts),
-                   sum(u.requests), sum(u.requests::numeric * u.requests),
-                   sum(u.errors), sum(u.errors::numeric * u.errors),
-                   sum(u.errors::numeric * u.requests),
-                   sum(u.latency_n), sum(u.latency_n::numeric * u.latency_n),
-                   sum(u.latency_sum), sum(u.latency_sum * u.latency_sum),
-                   sum(u.latency_sum * u.latency_n)
-            FROM analysis_unit u WHERE u.experiment_id = :e
-            GROUP BY 1, 2
-            """
-        ),
-        {"e": experiment_id, "starts": list(starts)},
-    )
+def unit_cells(session: Session, experiment_id: int) -> dict[Cell, UnitCell]:
     cells: dict[Cell, UnitCell] = {}
-    for r in rows:
-        n = int(r[2])
-        cells[(int(r[0]), int(r[1]))] = UnitCell(
+    for (vid, epoch, _), s in _cells(session, experiment_id, "unit").items():
+        n = int(s["units"])
+        cells[(vid, epoch)] = UnitCell(
             units=n,
-            mixed=int(r[3]),
-            first_ts=r[4],
-            last_ts=r[5],
-            requests=_i(r[6]),
+            mixed=int(s["mixed"]),
+            requests=int(s["requests"]),
+            latency_units=int(s["latency_units"]),
             errors=RatioStats(
-                n, _f(r[8]), _f(r[9]), _f(r[6]), _f(r[7]), _f(r[10]), is_proportion=True
+                n,
+                _f(s["errors"]),
+                _f(s["errors_sq"]),
+                _f(s["requests"]),
+                _f(s["requests_sq"]),
+                _f(s["errors_requests"]),
+                is_proportion=True,
             ),
-            latency=RatioStats(n, _f(r[13]), _f(r[14]), _f(r[11]), _f(r[12]), _f(r[15])),
+            latency=RatioStats(
+                n,
+                _f(s["latency_sum"]),
+                _f(s["latency_sum_sq"]),
+                _f(s["latency_n"]),
+                _f(s["latency_n_sq"]),
+                _f(s["latency_sum_n"]),
+            ),
         )
     return cells
+
+
+def first_unit_seen(session: Session, experiment_id: int) -> datetime | None:
+    """The earliest first exposure of any unit (an index lookup)."""
+    value: datetime | None = session.execute(
+        text("SELECT min(first_ts) FROM analysis_unit WHERE experiment_id = :e"),
+        {"e": experiment_id},
+    ).scalar()
+    return value
 
 
 @dataclass(frozen=True)
@@ -102,14 +143,67 @@ class OutcomeCell:
 
 def winsorize_cap(session: Session, experiment_id: int, name: str, quantile: float) -> float | None:
     """Upper cap of per-unit sums: their ``quantile`` over all units (units without the outcome
-    count as 0), pooled across variants so every arm is capped alike."""
+    count as 0), pooled across variants so every arm is capped alike.
+
+    Equal to ``percentile_cont(quantile)`` over every unit, computed the way PostgreSQL does
+    (``lo + (hi - lo) * fraction`` between the two neighbouring ranks), but read from the top of
+    the ``(experiment_id, name, value_sum)`` index: above a high quantile there are few units.
+    With negative sums (where zeros are not at the bottom) it falls back to the full sort."""
+    units = sum(int(s["units"]) for s in _cells(session, experiment_id, "unit").values())
+    if units == 0:
+        return None
+    outcome = _cells(session, experiment_id, "outcome", name).values()
+    above = sum(int(s["above_zero"]) for s in outcome)
+    if any(int(s["below_zero"]) for s in outcome):
+        return _winsorize_cap_scan(session, experiment_id, name, quantile)
+    position = quantile * (units - 1)
+    first, second = math.floor(position), math.ceil(position)
+    # rank r from the bottom is offset units - 1 - r from the top; only `above` are not 0
+    top_first, top_second = units - 1 - first, units - 1 - second
+    values: list[float] = []
+    if top_second < above:
+        values = [
+            float(v)
+            for v in session.execute(
+                text(
+                    """
+                    SELECT o.value_sum::float8 FROM analysis_unit_outcome o
+                    WHERE o.experiment_id = :e AND o.name = :name AND o.value_sum > 0
+                      AND EXISTS (SELECT 1 FROM analysis_unit a
+                                  WHERE a.experiment_id = o.experiment_id
+                                    AND a.unit_id = o.unit_id)
+                    ORDER BY o.value_sum DESC OFFSET :offset LIMIT :n
+                    """
+                ),
+                {
+                    "e": experiment_id,
+                    "name": name,
+                    "offset": top_second,
+                    "n": top_first - top_second + 1,
+                },
+            ).scalars()
+        ]
+
+    def at(offset: int) -> float:
+        return values[offset - top_second] if offset - top_second < len(values) else 0.0
+
+    low = at(top_first)
+    if second == first:
+        return low
+    high = at(top_second)
+    return low + (high - low) * (position - first)
+
+
+def _winsorize_cap_scan(
+    session: Session, experiment_id: int, name: str, quantile: float
+) -> float | None:
     value = session.execute(
         text(
             """
             SELECT percentile_cont(:q) WITHIN GROUP (ORDER BY coalesce(o.value_sum, 0)::float8)
-            FROM analysis_unit u LEFT JOIN analysis_unit_outcome o
-              ON o.experiment_id = u.experiment_id AND o.name = :name AND o.unit_id = u.unit_id
-            WHERE u.experiment_id = :e
+            FROM analysis_unit a LEFT JOIN analysis_unit_outcome o
+              ON o.experiment_id = a.experiment_id AND o.name = :name AND o.unit_id = a.unit_id
+            WHERE a.experiment_id = :e
             """
         ),
         {"e": experiment_id, "name": name, "q": quantile},
@@ -117,30 +211,75 @@ def winsorize_cap(session: Session, experiment_id: int, name: str, quantile: flo
     return None if value is None else float(value)
 
 
+# Cap corrections: what the units above the cap exceed it by, per cell (an index range scan).
+_OVER_CAP = f"""
+  SELECT a.variant_id, {_EPOCH} AS epoch,
+         sum(x.value_sum - k.cap) AS dx,
+         sum(x.value_sum * x.value_sum - k.cap * k.cap) AS dxx,
+         sum((x.value_sum - k.cap) * coalesce(y.value_sum, 0)) AS dxy
+  FROM analysis_unit_outcome x
+  CROSS JOIN (SELECT CAST(:cap AS numeric) AS cap) k
+  JOIN analysis_unit a ON a.experiment_id = x.experiment_id AND a.unit_id = x.unit_id
+  LEFT JOIN analysis_unit_outcome y
+    ON y.experiment_id = x.experiment_id AND y.name = :den AND y.unit_id = x.unit_id
+  WHERE x.experiment_id = :e AND x.name = :num AND x.value_sum > k.cap
+  GROUP BY 1, 2
+"""
+
+_CELL = (
+    "SELECT variant_id, epoch, sums FROM analysis_cell "
+    "WHERE experiment_id = :e AND family = '{family}' AND key = {key} AND bin = 0"
+)
+
+
 def outcome_cells(
-    session: Session,
-    experiment_id: int,
-    starts: Sequence[datetime],
-    name: str,
-    *,
-    cap: float | None = None,
+    session: Session, experiment_id: int, name: str, *, cap: float | None = None
 ) -> dict[Cell, OutcomeCell]:
-    value = "coalesce(o.value_sum, 0)"
-    if cap is not None:
-        value = f"least({value}, CAST(:cap AS numeric))"
+    """Per-unit sums of ``name`` (winsorised at ``cap`` when given) over each cell's units."""
+    if cap is not None and cap < 0:
+        return _outcome_cells_scan(session, experiment_id, name, cap)
     rows = session.execute(
         text(
             f"""
-            SELECT u.variant_id, {_EPOCH} AS epoch, count(*),
+            WITH u AS ({_CELL.format(family="unit", key="''")}),
+                 o AS ({_CELL.format(family="outcome", key=":num")}),
+                 over AS ({_OVER_CAP})
+            SELECT u.variant_id, u.epoch, u.sums[1], coalesce(o.sums[2], 0),
+                   coalesce(o.sums[1], 0), coalesce(o.sums[3], 0) - coalesce(v.dx, 0),
+                   coalesce(o.sums[4], 0) - coalesce(v.dxx, 0)
+            FROM u LEFT JOIN o USING (variant_id, epoch) LEFT JOIN over v USING (variant_id, epoch)
+            """
+        ),
+        {"e": experiment_id, "num": name, "den": "", "cap": cap},
+    )
+    return {
+        (int(r[0]), int(r[1])): OutcomeCell(
+            ProportionStats(int(r[2]), int(r[3])),
+            MeanStats(int(r[2]), _f(r[5]), _f(r[6])),
+            int(r[4]),
+        )
+        for r in rows
+    }
+
+
+def _outcome_cells_scan(
+    session: Session, experiment_id: int, name: str, cap: float
+) -> dict[Cell, OutcomeCell]:
+    """The same over every unit (a cap below 0 also caps the units without the outcome)."""
+    value = "least(coalesce(o.value_sum, 0), CAST(:cap AS numeric))"
+    rows = session.execute(
+        text(
+            f"""
+            SELECT a.variant_id, {_EPOCH} AS epoch, count(*),
                    count(*) FILTER (WHERE o.positive), count(o.unit_id),
                    sum({value}), sum({value} * {value})
-            FROM analysis_unit u LEFT JOIN analysis_unit_outcome o
-              ON o.experiment_id = u.experiment_id AND o.name = :name AND o.unit_id = u.unit_id
-            WHERE u.experiment_id = :e
+            FROM analysis_unit a LEFT JOIN analysis_unit_outcome o
+              ON o.experiment_id = a.experiment_id AND o.name = :name AND o.unit_id = a.unit_id
+            WHERE a.experiment_id = :e
             GROUP BY 1, 2
             """
         ),
-        {"e": experiment_id, "starts": list(starts), "name": name, "cap": cap},
+        {"e": experiment_id, "name": name, "cap": cap},
     )
     return {
         (int(r[0]), int(r[1])): OutcomeCell(
@@ -155,37 +294,38 @@ def outcome_cells(
 def ratio_cells(
     session: Session,
     experiment_id: int,
-    starts: Sequence[datetime],
     numerator: str,
     denominator: str,
     *,
     cap: float | None = None,
 ) -> dict[Cell, tuple[RatioStats, int]]:
-    """Per unit x = sum of ``numerator``, y = sum of ``denominator``; also the units with y > 0."""
-    x = "coalesce(num.value_sum, 0)"
-    if cap is not None:
-        x = f"least({x}, CAST(:cap AS numeric))"
-    y = "coalesce(den.value_sum, 0)"
+    """Per unit x = sum of ``numerator`` (winsorised at ``cap``), y = sum of ``denominator``;
+    also the units with y > 0."""
+    if cap is not None and cap < 0:
+        return _ratio_cells_scan(session, experiment_id, numerator, denominator, cap)
     rows = session.execute(
         text(
             f"""
-            SELECT u.variant_id, {_EPOCH} AS epoch, count(*),
-                   sum({x}), sum({x} * {x}), sum({y}), sum({y} * {y}), sum({x} * {y}),
-                   count(*) FILTER (WHERE den.value_sum > 0)
-            FROM analysis_unit u
-            LEFT JOIN analysis_unit_outcome num
-              ON num.experiment_id = u.experiment_id AND num.name = :num AND num.unit_id = u.unit_id
-            LEFT JOIN analysis_unit_outcome den
-              ON den.experiment_id = u.experiment_id AND den.name = :den AND den.unit_id = u.unit_id
-            WHERE u.experiment_id = :e
-            GROUP BY 1, 2
+            WITH u AS ({_CELL.format(family="unit", key="''")}),
+                 x AS ({_CELL.format(family="outcome", key=":num")}),
+                 y AS ({_CELL.format(family="outcome", key=":den")}),
+                 r AS ({_CELL.format(family="ratio", key=":ratio")}),
+                 over AS ({_OVER_CAP})
+            SELECT u.variant_id, u.epoch, u.sums[1],
+                   coalesce(x.sums[3], 0) - coalesce(v.dx, 0),
+                   coalesce(x.sums[4], 0) - coalesce(v.dxx, 0),
+                   coalesce(y.sums[3], 0), coalesce(y.sums[4], 0),
+                   coalesce(r.sums[2], 0) - coalesce(v.dxy, 0),
+                   coalesce(y.sums[5], 0)
+            FROM u LEFT JOIN x USING (variant_id, epoch) LEFT JOIN y USING (variant_id, epoch)
+                   LEFT JOIN r USING (variant_id, epoch) LEFT JOIN over v USING (variant_id, epoch)
             """
         ),
         {
             "e": experiment_id,
-            "starts": list(starts),
             "num": numerator,
             "den": denominator,
+            "ratio": ratio_key(numerator, denominator),
             "cap": cap,
         },
     )
@@ -198,47 +338,65 @@ def ratio_cells(
     }
 
 
-_CONFUSION = ("tp", "fp", "tn", "fn")
-
-
-def classification_cells(
-    session: Session, experiment_id: int, starts: Sequence[datetime], label: str, threshold: float
-) -> dict[Cell, tuple[ConfusionStats, RatioStats]]:
-    """Confusion sums and cross products over units with labelled requests, and log loss as a
-    ratio (x = the unit's summed loss, y = its scored requests)."""
-    products = [
-        f"sum(c.{a}::numeric * c.{b})" for i, a in enumerate(_CONFUSION) for b in _CONFUSION[i:]
-    ]
+def _ratio_cells_scan(
+    session: Session, experiment_id: int, numerator: str, denominator: str, cap: float
+) -> dict[Cell, tuple[RatioStats, int]]:
+    x = "least(coalesce(num.value_sum, 0), CAST(:cap AS numeric))"
+    y = "coalesce(den.value_sum, 0)"
     rows = session.execute(
         text(
             f"""
-            SELECT u.variant_id, {_EPOCH} AS epoch, count(*),
-                   sum(c.tp), sum(c.fp), sum(c.tn), sum(c.fn), {", ".join(products)},
-                   count(*) FILTER (WHERE c.log_loss_n > 0),
-                   sum(c.log_loss_sum), sum(c.log_loss_sum * c.log_loss_sum),
-                   sum(c.log_loss_n), sum(c.log_loss_n::numeric * c.log_loss_n),
-                   sum(c.log_loss_sum * c.log_loss_n)
-            FROM analysis_unit_classification c
-            JOIN analysis_unit u ON u.experiment_id = c.experiment_id AND u.unit_id = c.unit_id
-            WHERE c.experiment_id = :e AND c.label = :label AND c.threshold = :threshold
+            SELECT a.variant_id, {_EPOCH} AS epoch, count(*),
+                   sum({x}), sum({x} * {x}), sum({y}), sum({y} * {y}), sum({x} * {y}),
+                   count(*) FILTER (WHERE den.value_sum > 0)
+            FROM analysis_unit a
+            LEFT JOIN analysis_unit_outcome num
+              ON num.experiment_id = a.experiment_id AND num.name = :num AND num.unit_id = a.unit_id
+            LEFT JOIN analysis_unit_outcome den
+              ON den.experiment_id = a.experiment_id AND den.name = :den AND den.unit_id = a.unit_id
+            WHERE a.experiment_id = :e
             GROUP BY 1, 2
             """
         ),
-        {"e": experiment_id, "starts": list(starts), "label": label, "threshold": threshold},
+        {"e": experiment_id, "num": numerator, "den": denominator, "cap": cap},
     )
+    return {
+        (int(r[0]), int(r[1])): (
+            RatioStats(int(r[2]), _f(r[3]), _f(r[4]), _f(r[5]), _f(r[6]), _f(r[7])),
+            int(r[8]),
+        )
+        for r in rows
+    }
+
+
+def classification_cells(
+    session: Session, experiment_id: int, label: str, threshold: float
+) -> dict[Cell, tuple[ConfusionStats, RatioStats]]:
+    """Confusion sums and cross products over units with labelled requests, and log loss as a
+    ratio (x = the unit's summed loss, y = its scored requests)."""
+    key = classification_key(label, threshold)
     cells: dict[Cell, tuple[ConfusionStats, RatioStats]] = {}
-    for r in rows:
-        sums = (_f(r[3]), _f(r[4]), _f(r[5]), _f(r[6]))
-        flat = [_f(v) for v in r[7:17]]
+    for (vid, epoch, _), s in _cells(session, experiment_id, "class", key).items():
+        sums = tuple(_f(s[name]) for name in ("tp", "fp", "tn", "fn"))
+        names = ("tp", "fp", "tn", "fn")
         matrix = [[0.0] * 4 for _ in range(4)]
-        k = 0
         for i in range(4):
             for j in range(i, 4):
-                matrix[i][j] = matrix[j][i] = flat[k]
-                k += 1
-        confusion = ConfusionStats(int(r[2]), sums, tuple(tuple(row) for row in matrix))
-        log_loss = RatioStats(int(r[17]), _f(r[18]), _f(r[19]), _f(r[20]), _f(r[21]), _f(r[22]))
-        cells[(int(r[0]), int(r[1]))] = (confusion, log_loss)
+                matrix[i][j] = matrix[j][i] = _f(s[f"{names[i]}_{names[j]}"])
+        confusion = ConfusionStats(
+            int(s["units"]),
+            (sums[0], sums[1], sums[2], sums[3]),
+            tuple(tuple(row) for row in matrix),
+        )
+        log_loss = RatioStats(
+            int(s["log_loss_units"]),
+            _f(s["log_loss"]),
+            _f(s["log_loss_sq"]),
+            _f(s["log_loss_n"]),
+            _f(s["log_loss_n_sq"]),
+            _f(s["log_loss_cross"]),
+        )
+        cells[(vid, epoch)] = (confusion, log_loss)
     return cells
 
 
@@ -262,53 +420,19 @@ def auc_by_variant(session: Session, experiment_id: int, label: str) -> dict[int
     return {vid: BinnedScores(tuple(positives[vid]), tuple(negatives[vid])) for vid in positives}
 
 
-def latency_histograms(
-    session: Session, experiment_id: int, starts: Sequence[datetime]
-) -> dict[Cell, ClusteredHistogram]:
+def latency_histograms(session: Session, experiment_id: int) -> dict[Cell, ClusteredHistogram]:
     """The clustered-quantile inputs (see :class:`abstats.stats.ClusteredHistogram`)."""
     bins = len(LATENCY_EDGES) - 1
-    rows = session.execute(
-        text(
-            f"""
-            WITH cells AS (
-              SELECT u.variant_id, {_EPOCH} AS epoch, l.unit_id, l.bin, l.count
-              FROM analysis_unit_latency l
-              JOIN analysis_unit u ON u.experiment_id = l.experiment_id AND u.unit_id = l.unit_id
-              WHERE l.experiment_id = :e
-            ), totals AS (
-              SELECT variant_id, epoch, bin, count,
-                     sum(count) OVER (PARTITION BY unit_id ORDER BY bin) AS below,
-                     sum(count) OVER (PARTITION BY unit_id) AS total
-              FROM cells
-            )
-            SELECT variant_id, epoch, bin, sum(count), sum(count * (2 * below - count)),
-                   sum(count * total)
-            FROM totals GROUP BY 1, 2, 3
-            """
-        ),
-        {"e": experiment_id, "starts": list(starts)},
-    )
     acc: dict[Cell, tuple[list[int], list[float], list[float]]] = {}
-    for vid, epoch, bin_, count, square, cross in rows:
+    for (vid, epoch, bin_), s in _cells(session, experiment_id, "latency").items():
         counts, squares, crosses = acc.setdefault(
-            (int(vid), int(epoch)), ([0] * bins, [0.0] * bins, [0.0] * bins)
+            (vid, epoch), ([0] * bins, [0.0] * bins, [0.0] * bins)
         )
-        counts[int(bin_)] = int(count)
-        squares[int(bin_)] = _f(square)
-        crosses[int(bin_)] = _f(cross)
-    units = session.execute(
-        text(
-            f"""
-            SELECT u.variant_id, {_EPOCH} AS epoch, count(*) FROM analysis_unit u
-            WHERE u.experiment_id = :e AND u.latency_n > 0 GROUP BY 1, 2
-            """
-        ),
-        {"e": experiment_id, "starts": list(starts)},
-    )
-    unit_counts = {(int(v), int(ep)): int(n) for v, ep, n in units}
+        counts[bin_] = _i(s["requests"])
+        squares[bin_] = _f(s["square_increment"])
+        crosses[bin_] = _f(s["cross_increment"])
+    units = {cell: uc.latency_units for cell, uc in unit_cells(session, experiment_id).items()}
     return {
-        cell: ClusteredHistogram(
-            LATENCY_EDGES, tuple(c), tuple(s), tuple(x), unit_counts.get(cell, 0)
-        )
+        cell: ClusteredHistogram(LATENCY_EDGES, tuple(c), tuple(s), tuple(x), units.get(cell, 0))
         for cell, (c, s, x) in acc.items()
     }

@@ -1,18 +1,30 @@
-"""Incremental per-unit rollups up to a watermark (all SQL of the rollup tables lives here).
+"""Incremental rollups up to a watermark (all SQL of the rollup tables lives here).
 
-Why per unit: every metric kind is "unit-level sums first, then across units", and a unit's sums
-span any time bucket. Per-unit rows keyed by (experiment, unit[, outcome name | label | bin]) are
-exact and additive: a run folds the events with ids in ``(previous watermark, new watermark]`` into
-them by upsert (``+`` for sums and counts, ``min`` for the first exposure, ``or`` for flags), and a
-rebuild (delete, then one run from id 0) produces the same rows. Sums of float values are NUMERIC,
-so addition is exact and associative: incremental and rebuild agree to the last bit, whatever
-the batch boundaries.
+Two levels, both exact and both maintained incrementally:
+
+1. Per-unit rows keyed by (experiment, unit[, outcome name | label and threshold]): every metric
+   kind is "unit-level sums first, then across units", and a unit's sums span any time bucket. A
+   run folds the events with ids in ``(previous watermark, new watermark]`` into them by upsert
+   (``+`` for sums and counts, ``min`` for the first exposure, ``or`` for flags, a merge for the
+   unit's latency histogram).
+2. Cells (``analysis_cell``): the across-unit sums of every metric family per (variant, weight
+   epoch[, bin]) -- exactly what :mod:`abstats.analysis.aggregate` hands to the statistics. A run
+   collects the units its new events touch, subtracts their cell contributions as they were,
+   folds the events, and adds their contributions as they are now. So a re-analysis reads the new
+   events and the touched units' rows, never every unit; the sums it reads are a few rows.
+
+Sums of float values are NUMERIC, so addition and subtraction are exact and associative, and cell
+sums are stored with ``trim_scale``: incremental runs and a rebuild (delete, then one run from
+id 0, where the cells are summed once over every unit) agree to the last bit and the last digit,
+whatever the batch boundaries.
 
 The variant a unit counts in is that of its first exposure, ordered by ``(ts, variant_id)`` (the
 exposure table; a unit with predictions but no exposure is exposed by its first prediction). A
-unit seen in more than one variant is marked ``mixed`` and stays in its first variant.
-The weight epoch is *not* stored: it is derived from ``first_ts`` at aggregation time, so an epoch
-opened after some events were rolled up still stratifies them correctly.
+unit seen in more than one variant is marked ``mixed`` and stays in its first variant. The weight
+epoch of a unit is derived from ``first_ts`` and the epochs' start times; the cells remember the
+start times they were summed with (``analysis_watermark.cell_epochs``). When an epoch is opened
+later, only the units first seen at or after its start move (an index range scan on
+``first_ts``); any other change of the epoch history re-sums the cells from the per-unit rows.
 
 The watermark (why late commits cannot be missed): identity ids are handed out before a
 transaction commits, so a transaction that commits late can make a *lower* id visible after a
@@ -23,16 +35,24 @@ id below ``H`` got its id before ``t0``, so its transaction started before ``t0`
 committed or aborted: nothing below the new watermark can appear later. (A wait on xids alone,
 ``pg_snapshot_xmin``, is not enough: COPY allocates ids for a buffer of rows before the transaction
 gets an xid.) A transaction idle in transaction without an xid is not waited for: it has inserted
-nothing, and any id it takes later is above ``H``. Ingest transactions are short, so the wait is normally a few milliseconds; when a
-long transaction holds it past ``wait_seconds`` the run keeps the previous watermark and says so.
+nothing, and any id it takes later is above ``H``. Ingest transactions are short, so the wait is
+normally a few milliseconds; when a long transaction holds it past ``wait_seconds`` the run keeps
+the previous watermark and says so.
+
+Every event table is read by an index range scan on ``(experiment_id, id)`` above the watermark:
+one pass per table and run (predictions twice when latency quantiles are needed, and joined to
+their labels once for every classification and AUC metric together).
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -58,6 +78,103 @@ LATENCY_EDGES = log_spaced_bin_edges(LATENCY_LOW_MS, LATENCY_HIGH_MS, LATENCY_BI
 LATENCY_LAST_BIN = len(LATENCY_EDGES) - 2
 LOG_LOSS_EPSILON = 1e-15
 
+# Memory for the fold's hash joins and aggregations (per plan node, in the database server; the
+# analysis process itself only ever receives sums). With the 4 MB default a rebuild spills
+# every hash aggregate to disk.
+FOLD_WORK_MEM = "256MB"
+
+# --- cell families: the across-unit sums of analysis_cell, element by element --------------------
+# Every family's first element counts what contributed, so a cell whose first element is 0 is
+# empty (and deleted).
+UNIT_SUMS = (
+    "units",
+    "mixed",
+    "requests",
+    "requests_sq",
+    "errors",
+    "errors_sq",
+    "errors_requests",
+    "latency_n",
+    "latency_n_sq",
+    "latency_sum",
+    "latency_sum_sq",
+    "latency_sum_n",
+    "latency_units",
+)
+OUTCOME_SUMS = ("units", "positive", "value", "value_sq", "above_zero", "below_zero")
+RATIO_SUMS = ("units", "cross")  # units with both outcomes, sum of numerator * denominator
+CONFUSION = ("tp", "fp", "tn", "fn")
+CONFUSION_PRODUCTS = tuple(
+    f"{a}_{b}" for i, a in enumerate(CONFUSION) for b in CONFUSION[i:]
+)  # upper triangle, row by row
+CLASS_SUMS = (
+    "units",
+    *CONFUSION,
+    *CONFUSION_PRODUCTS,
+    "log_loss_units",
+    "log_loss",
+    "log_loss_sq",
+    "log_loss_n",
+    "log_loss_n_sq",
+    "log_loss_cross",
+)
+LATENCY_SUMS = ("requests", "square_increment", "cross_increment")
+
+# Products of counts are bigint (exact; they overflow with an error only beyond ~3e9 requests
+# of one unit), sums of them numeric; products of NUMERIC sums are NUMERIC.
+_UNIT_SQL = (
+    "count(*)",
+    "count(*) FILTER (WHERE u.mixed)",
+    "sum(u.requests)",
+    "sum(u.requests * u.requests)",
+    "sum(u.errors)",
+    "sum(u.errors * u.errors)",
+    "sum(u.errors * u.requests)",
+    "sum(u.latency_n)",
+    "sum(u.latency_n * u.latency_n)",
+    "sum(u.latency_sum)",
+    "sum(u.latency_sum * u.latency_sum)",
+    "sum(u.latency_sum * u.latency_n)",
+    "count(*) FILTER (WHERE u.latency_n > 0)",
+)
+_OUTCOME_SQL = (
+    "count(*)",
+    "count(*) FILTER (WHERE o.positive)",
+    "sum(o.value_sum)",
+    "sum(o.value_sum * o.value_sum)",
+    "count(*) FILTER (WHERE o.value_sum > 0)",
+    "count(*) FILTER (WHERE o.value_sum < 0)",
+)
+_RATIO_SQL = ("count(*)", "sum(x.value_sum * y.value_sum)")
+_CLASS_SQL = (
+    "count(*)",
+    *(f"sum(c.{a})" for a in CONFUSION),
+    *(f"sum(c.{a} * c.{b})" for i, a in enumerate(CONFUSION) for b in CONFUSION[i:]),
+    "count(*) FILTER (WHERE c.log_loss_n > 0)",
+    "sum(c.log_loss_sum)",
+    "sum(c.log_loss_sum * c.log_loss_sum)",
+    "sum(c.log_loss_n)",
+    "sum(c.log_loss_n * c.log_loss_n)",
+    "sum(c.log_loss_sum * c.log_loss_n)",
+)
+_LATENCY_SQL = (
+    "sum(h.requests)",
+    "sum(h.requests * (2 * h.below - h.requests))",
+    "sum(h.requests * h.total)",
+)
+assert len(_UNIT_SQL) == len(UNIT_SUMS) and len(_OUTCOME_SQL) == len(OUTCOME_SUMS)
+assert len(_RATIO_SQL) == len(RATIO_SUMS) and len(_CLASS_SQL) == len(CLASS_SUMS)
+assert len(_LATENCY_SQL) == len(LATENCY_SUMS)
+
+
+def ratio_key(numerator: str, denominator: str) -> str:
+    """``analysis_cell.key`` of a ratio's cross sums (JSON: names may contain any character)."""
+    return json.dumps([numerator, denominator])
+
+
+def classification_key(label: str, threshold: float) -> str:
+    return json.dumps([label, float(threshold)])
+
 
 @dataclass(frozen=True)
 class RollupPlan:
@@ -67,18 +184,21 @@ class RollupPlan:
     classification_keys: tuple[tuple[str, float], ...] = ()  # (label outcome, threshold)
     auc_labels: tuple[str, ...] = ()
     latency_quantiles: bool = False
+    ratio_pairs: tuple[tuple[str, str], ...] = ()  # (numerator, denominator)
 
     @classmethod
     def from_metrics(cls, metrics: list[MetricSpec]) -> RollupPlan:
         outcomes: set[str] = set()
         classification: set[tuple[str, float]] = set()
         auc: set[str] = set()
+        ratios: set[tuple[str, str]] = set()
         quantiles = False
         for metric in metrics:
             if metric.kind in ("proportion", "mean") and metric.outcome:
                 outcomes.add(metric.outcome)
             elif metric.kind == "ratio" and metric.numerator and metric.denominator:
                 outcomes.update((metric.numerator, metric.denominator))
+                ratios.add((metric.numerator, metric.denominator))
             elif metric.kind == "classification" and metric.label:
                 if metric.measure == "auc":
                     auc.add(metric.label)
@@ -87,7 +207,18 @@ class RollupPlan:
             elif metric.kind == "latency" and metric.statistic != "mean":
                 quantiles = True
         return cls(
-            tuple(sorted(outcomes)), tuple(sorted(classification)), tuple(sorted(auc)), quantiles
+            tuple(sorted(outcomes)),
+            tuple(sorted(classification)),
+            tuple(sorted(auc)),
+            quantiles,
+            tuple(sorted(ratios)),
+        )
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Label outcomes joined to predictions on ``request_id``."""
+        return tuple(
+            sorted({label for label, _ in self.classification_keys} | set(self.auc_labels))
         )
 
 
@@ -97,6 +228,7 @@ class Watermark:
     prediction_id: int = 0
     outcome_id: int = 0
     max_event_ts: datetime | None = None
+    cell_epochs: tuple[datetime, ...] | None = None  # None: no cells summed yet
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -140,14 +272,15 @@ def lock_analysis(session: Session, experiment_id: int) -> None:
 def read_watermark(session: Session, experiment_id: int) -> Watermark:
     row = session.execute(
         text(
-            "SELECT exposure_id, prediction_id, outcome_id, max_event_ts FROM analysis_watermark "
-            "WHERE experiment_id = :e"
+            "SELECT exposure_id, prediction_id, outcome_id, max_event_ts, cell_epochs "
+            "FROM analysis_watermark WHERE experiment_id = :e"
         ),
         {"e": experiment_id},
     ).first()
     if row is None:
         return Watermark()
-    return Watermark(int(row[0]), int(row[1]), int(row[2]), row[3])
+    epochs = None if row[4] is None else tuple(row[4])
+    return Watermark(int(row[0]), int(row[1]), int(row[2]), row[3], epochs)
 
 
 def _visible_heads(session: Session, experiment_id: int) -> tuple[datetime, int, int, int]:
@@ -207,6 +340,39 @@ def safe_heads(
         delay = min(delay * 2, 0.2)
 
 
+def epoch_starts(session: Session, experiment_id: int) -> tuple[datetime, ...]:
+    """Start times of the experiment's weight epochs, in epoch order (what cells stratify by)."""
+    return tuple(
+        session.execute(
+            text("SELECT started_at FROM weight_epoch WHERE experiment_id = :e ORDER BY epoch"),
+            {"e": experiment_id},
+        ).scalars()
+    )
+
+
+EpochChange = Literal["same", "appended", "changed"]
+
+
+def _epoch_change(
+    summed: tuple[datetime, ...] | None, starts: tuple[datetime, ...]
+) -> tuple[EpochChange, datetime | None]:
+    """How the epoch history changed since the cells were summed; for ``appended``, the start of
+    the first new epoch (units first seen from then on change epoch, no other unit does)."""
+    if summed is None:
+        return "changed", None
+    if summed == starts:
+        return "same", None
+    k = len(summed)
+    if (
+        k
+        and len(starts) > k
+        and starts[:k] == summed
+        and all(a < b for a, b in itertools.pairwise(starts[k - 1 :]))
+    ):
+        return "appended", starts[k]
+    return "changed", None
+
+
 def roll_up(
     session: Session,
     experiment_id: int,
@@ -215,7 +381,8 @@ def roll_up(
     wait_seconds: float = 5.0,
     until: tuple[int, int, int] | None = None,
 ) -> RollupResult:
-    """Fold every event up to the safe heads into the per-unit rollups and move the watermark.
+    """Fold every event up to the safe heads into the per-unit rollups and the cells, and move
+    the watermark.
 
     ``until``: fold up to these (exposure, prediction, outcome) ids instead, already known to be
     safe (a rebuild up to the incremental watermark). Call inside the run's transaction after
@@ -234,9 +401,43 @@ def roll_up(
             detail="transactions older than the run are still open; keeping the previous watermark",
         )
         return RollupResult(previous, previous, held_back_by=blocking)
+    return _fold_and_sum(
+        session, experiment_id, plan, previous, heads, epoch_starts(session, experiment_id)
+    )
+
+
+def ensure_cell_epochs(
+    session: Session, experiment_id: int, plan: RollupPlan, starts: tuple[datetime, ...]
+) -> None:
+    """Make the cells stratify by ``starts`` (a weight change may have committed after the run's
+    fold read the epochs); folds no event."""
+    current = read_watermark(session, experiment_id)
+    if current.cell_epochs != starts:
+        heads = (current.exposure_id, current.prediction_id, current.outcome_id)
+        _fold_and_sum(session, experiment_id, plan, current, heads, starts)
+
+
+def _fold_and_sum(
+    session: Session,
+    experiment_id: int,
+    plan: RollupPlan,
+    previous: Watermark,
+    heads: tuple[int, int, int],
+    starts: tuple[datetime, ...],
+) -> RollupResult:
     e_hi = max(heads[0], previous.exposure_id)
     p_hi = max(heads[1], previous.prediction_id)
     o_hi = max(heads[2], previous.outcome_id)
+    change, moved_from = _epoch_change(previous.cell_epochs, starts)
+    new_events = (e_hi, p_hi, o_hi) != (
+        previous.exposure_id,
+        previous.prediction_id,
+        previous.outcome_id,
+    )
+    if not new_events and change == "same":
+        return RollupResult(previous, previous)
+    session.execute(text(f"SET LOCAL work_mem = '{FOLD_WORK_MEM}'"))
+    session.execute(text("SET LOCAL random_page_cost = 1.1"))
     params: dict[str, object] = {
         "e": experiment_id,
         "e_lo": previous.exposure_id,
@@ -248,50 +449,60 @@ def roll_up(
     }
     rows: dict[str, int] = {}
     max_ts = [previous.max_event_ts]
+    by_delta = change != "changed"
+    if by_delta:
+        # cells lose what the touched units contributed so far (with the epochs they were
+        # summed with) ...
+        rows["touched"] = _collect_touched(session, params, plan, moved_from, new_events)
+        if rows["touched"]:
+            assert previous.cell_epochs is not None
+            rows["cells"] = _sum_cells(
+                session, experiment_id, plan, previous.cell_epochs, touched=True, sign=-1
+            )
     if e_hi > previous.exposure_id or p_hi > previous.prediction_id:
         unit_rows, unit_ts = _fold_units(session, params)
         rows["units"] = unit_rows
         max_ts.append(unit_ts)
         if plan.latency_quantiles and p_hi > previous.prediction_id:
-            rows["latency_bins"] = _fold_latency_bins(session, params)
-    if plan.outcome_names and o_hi > previous.outcome_id:
+            rows["latency"] = _fold_latency(session, params)
+    if o_hi > previous.outcome_id:
         outcome_rows, outcome_ts = _fold_outcomes(session, params, plan.outcome_names)
         rows["unit_outcomes"] = outcome_rows
         max_ts.append(outcome_ts)
-    elif o_hi > previous.outcome_id:
-        max_ts.append(
-            session.execute(
-                text(
-                    "SELECT max(ts) FROM outcome WHERE experiment_id = :e "
-                    "AND id > :o_lo AND id <= :o_hi"
-                ),
-                params,
-            ).scalar()
-        )
-    if p_hi > previous.prediction_id or o_hi > previous.outcome_id:
-        for label, threshold in plan.classification_keys:
-            rows[f"classification:{label}@{threshold:g}"] = _fold_classification(
-                session, params, label, threshold
-            )
-        for label in plan.auc_labels:
-            rows[f"auc:{label}"] = _fold_score_bins(session, params, label)
+    if plan.labels and (p_hi > previous.prediction_id or o_hi > previous.outcome_id):
+        rows.update(_fold_pairs(session, params, plan))
     _refresh_planner_statistics(session, rows)
+    if by_delta:
+        # ... and gain what they contribute now
+        if rows["touched"]:
+            rows["cells"] = rows.get("cells", 0) + _sum_cells(
+                session, experiment_id, plan, starts, touched=True, sign=1
+            )
+            session.execute(
+                text("DELETE FROM analysis_cell WHERE experiment_id = :e AND sums[1] = 0"),
+                {"e": experiment_id},
+            )
+    else:
+        session.execute(
+            text("DELETE FROM analysis_cell WHERE experiment_id = :e"), {"e": experiment_id}
+        )
+        rows["cells"] = _sum_cells(session, experiment_id, plan, starts, touched=False, sign=1)
     known = [t for t in max_ts if t is not None]
-    current = Watermark(e_hi, p_hi, o_hi, max(known) if known else None)
+    current = Watermark(e_hi, p_hi, o_hi, max(known) if known else None, starts)
     session.execute(
         text(
             """
             INSERT INTO analysis_watermark AS w
               (experiment_id, exposure_id, prediction_id, outcome_id, drift_prediction_id,
-               drift_outcome_id, max_event_ts, updated_at)
-            VALUES (:e, :e_hi, :p_hi, :o_hi, 0, 0, :ts, now())
+               drift_outcome_id, max_event_ts, cell_epochs, updated_at)
+            VALUES (:e, :e_hi, :p_hi, :o_hi, 0, 0, :ts, CAST(:starts AS timestamptz[]), now())
             ON CONFLICT (experiment_id) DO UPDATE SET
               exposure_id = excluded.exposure_id, prediction_id = excluded.prediction_id,
               outcome_id = excluded.outcome_id, max_event_ts = excluded.max_event_ts,
-              updated_at = now()
+              cell_epochs = excluded.cell_epochs, updated_at = now()
             """
         ),
-        {**params, "ts": current.max_event_ts},
+        {**params, "ts": current.max_event_ts, "starts": list(starts)},
     )
     return RollupResult(previous, current, rows)
 
@@ -299,7 +510,7 @@ def roll_up(
 _ROW_TABLES = {
     "units": "analysis_unit",
     "unit_outcomes": "analysis_unit_outcome",
-    "latency_bins": "analysis_unit_latency",
+    "latency": "analysis_unit_latency",
     "classification": "analysis_unit_classification",
     "auc": "analysis_score_bin",
 }
@@ -308,14 +519,11 @@ _ROW_TABLES = {
 def _refresh_planner_statistics(session: Session, rows: dict[str, int]) -> None:
     """ANALYZE a rollup table when this run changed a fifth of it (or it was never analysed).
 
-    The aggregation joins these tables; with no statistics right after a first bulk fold the
+    The cell sums join these tables; with no statistics right after a first bulk fold the
     planner picks nested loops that take seconds instead of milliseconds."""
-    changed: dict[str, int] = {}
     for key, count in rows.items():
-        table = _ROW_TABLES[key.split(":", 1)[0]]
-        changed[table] = changed.get(table, 0) + count
-    for table, count in changed.items():
-        if count == 0:
+        table = _ROW_TABLES.get(key)
+        if table is None or count == 0:
             continue
         tuples = session.execute(
             text("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)"), {"t": table}
@@ -326,22 +534,202 @@ def _refresh_planner_statistics(session: Session, rows: dict[str, int]) -> None:
 
 def clear_rollups(session: Session, experiment_id: int) -> None:
     """Forget every rollup of the experiment (the first half of a rebuild)."""
-    for table in (
-        "analysis_unit",
-        "analysis_unit_outcome",
-        "analysis_unit_classification",
-        "analysis_score_bin",
-        "analysis_unit_latency",
-    ):
+    for table in ROLLUP_TABLES:
         session.execute(text(f"DELETE FROM {table} WHERE experiment_id = :e"), {"e": experiment_id})
     session.execute(
         text(
             "UPDATE analysis_watermark SET exposure_id = 0, prediction_id = 0, outcome_id = 0,"
-            " max_event_ts = NULL WHERE experiment_id = :e"
+            " max_event_ts = NULL, cell_epochs = NULL WHERE experiment_id = :e"
         ),
         {"e": experiment_id},
     )
 
+
+# Every rollup table and the order that lists its rows of one experiment canonically.
+ROLLUP_TABLES = {
+    "analysis_unit": "unit_id",
+    "analysis_unit_outcome": "name, unit_id",
+    "analysis_unit_classification": "label, threshold, unit_id",
+    "analysis_score_bin": "label, variant_id, bin",
+    "analysis_unit_latency": "unit_id",
+    "analysis_cell": "family, key, variant_id, epoch, bin",
+}
+
+
+# --- the units a run touches, and their cell contributions ----------------------------------------
+
+_TOUCHED_TABLE = (
+    "CREATE TEMP TABLE IF NOT EXISTS analysis_touched (unit_id text PRIMARY KEY) "
+    "ON COMMIT DELETE ROWS"
+)
+
+
+def _collect_touched(
+    session: Session,
+    params: dict[str, object],
+    plan: RollupPlan,
+    moved_from: datetime | None,
+    new_events: bool,
+) -> int:
+    """Fill ``analysis_touched`` with every unit whose per-unit rows or epoch this run changes:
+    units of new exposures, predictions and plan outcomes, units of earlier predictions that a
+    new label outcome joins (late labels), and units a new epoch takes over."""
+    session.execute(text(_TOUCHED_TABLE))
+    session.execute(text("DELETE FROM analysis_touched"))  # an earlier run in this transaction
+    parts: list[str] = []
+    if new_events:
+        parts += [
+            "SELECT unit_id FROM exposure WHERE experiment_id = :e AND id > :e_lo AND id <= :e_hi",
+            "SELECT unit_id FROM prediction WHERE experiment_id = :e AND id > :p_lo "
+            "AND id <= :p_hi",
+        ]
+        if plan.outcome_names:
+            parts.append(
+                "SELECT unit_id FROM outcome WHERE experiment_id = :e AND id > :o_lo "
+                "AND id <= :o_hi AND name = ANY(:names)"
+            )
+        if plan.labels:
+            parts.append(
+                "SELECT p.unit_id FROM outcome o JOIN prediction p "
+                "ON p.experiment_id = o.experiment_id AND p.request_id = o.request_id "
+                "WHERE o.experiment_id = :e AND o.id > :o_lo AND o.id <= :o_hi "
+                "AND o.name = ANY(:labels) AND o.request_id IS NOT NULL AND p.id <= :p_lo"
+            )
+    if moved_from is not None:
+        parts.append(
+            "SELECT unit_id FROM analysis_unit WHERE experiment_id = :e AND first_ts >= :moved"
+        )
+    if not parts:
+        return 0
+    touched = session.execute(
+        text(
+            "WITH ins AS (INSERT INTO analysis_touched (unit_id) "
+            + " UNION ".join(parts)
+            + " RETURNING 1) SELECT count(*) FROM ins"
+        ),
+        {
+            **params,
+            "names": list(plan.outcome_names),
+            "labels": list(plan.labels),
+            "moved": moved_from,
+        },
+    ).scalar_one()
+    session.execute(text("ANALYZE analysis_touched"))
+    return int(touched)
+
+
+def _array(expressions: tuple[str, ...]) -> str:
+    return f"ARRAY[{', '.join(expressions)}]::numeric[]"
+
+
+def _sum_cells(
+    session: Session,
+    experiment_id: int,
+    plan: RollupPlan,
+    starts: tuple[datetime, ...],
+    *,
+    touched: bool,
+    sign: int,
+) -> int:
+    """Add ``sign`` times the cell sums of the touched units (or of every unit) to
+    ``analysis_cell``, with units stratified by ``starts``. Returns the cell rows written."""
+    if touched:
+        scope = (
+            "FROM analysis_touched t JOIN analysis_unit a "
+            "ON a.experiment_id = :e AND a.unit_id = t.unit_id"
+        )
+    else:
+        scope = "FROM analysis_unit a WHERE a.experiment_id = :e"
+    params: dict[str, object] = {
+        "e": experiment_id,
+        "starts": list(starts),
+        "sign": sign,
+        "names": list(plan.outcome_names),
+    }
+    families = [
+        f"SELECT 'unit', '', u.variant_id, u.epoch, 0, {_array(_UNIT_SQL)} "
+        "FROM u GROUP BY u.variant_id, u.epoch"
+    ]
+    if plan.outcome_names:
+        families.append(
+            f"SELECT 'outcome', o.name, u.variant_id, u.epoch, 0, {_array(_OUTCOME_SQL)} "
+            "FROM u JOIN analysis_unit_outcome o ON o.experiment_id = :e "
+            "AND o.name = ANY(:names) AND o.unit_id = u.unit_id "
+            "GROUP BY o.name, u.variant_id, u.epoch"
+        )
+    for i, (numerator, denominator) in enumerate(plan.ratio_pairs):
+        params.update(
+            {
+                f"rk{i}": ratio_key(numerator, denominator),
+                f"rx{i}": numerator,
+                f"ry{i}": denominator,
+            }
+        )
+        families.append(
+            f"SELECT 'ratio', CAST(:rk{i} AS text), u.variant_id, u.epoch, 0, "
+            f"{_array(_RATIO_SQL)} FROM u "
+            f"JOIN analysis_unit_outcome x ON x.experiment_id = :e AND x.name = :rx{i} "
+            "AND x.unit_id = u.unit_id "
+            f"JOIN analysis_unit_outcome y ON y.experiment_id = :e AND y.name = :ry{i} "
+            "AND y.unit_id = u.unit_id GROUP BY u.variant_id, u.epoch"
+        )
+    for i, (label, threshold) in enumerate(plan.classification_keys):
+        params.update(
+            {f"ck{i}": classification_key(label, threshold), f"cl{i}": label, f"ct{i}": threshold}
+        )
+        families.append(
+            f"SELECT 'class', CAST(:ck{i} AS text), u.variant_id, u.epoch, 0, "
+            f"{_array(_CLASS_SQL)} FROM u "
+            f"JOIN analysis_unit_classification c ON c.experiment_id = :e AND c.label = :cl{i} "
+            f"AND c.threshold = :ct{i} AND c.unit_id = u.unit_id GROUP BY u.variant_id, u.epoch"
+        )
+    if plan.latency_quantiles:
+        # per bin of a unit's histogram: its requests c, the unit's requests at or below it L
+        # and in all N -> c (2L - c) and c N (see abstats.stats.ClusteredHistogram)
+        families.append(
+            f"SELECT 'latency', '', h.variant_id, h.epoch, h.bin, {_array(_LATENCY_SQL)} "
+            "FROM (SELECT s.variant_id, s.epoch, s.bin, s.below, s.below - s.prev AS requests, "
+            "             s.total "
+            "      FROM (SELECT u.variant_id, u.epoch, unnest(l.bins) AS bin, "
+            "                   unnest(l.at_or_below) AS below, "
+            "                   unnest(array_prepend(0::bigint, "
+            "                          l.at_or_below[1:cardinality(l.at_or_below) - 1])) AS prev, "
+            "                   l.at_or_below[cardinality(l.at_or_below)] AS total "
+            "            FROM u JOIN analysis_unit_latency l ON l.experiment_id = :e "
+            "            AND l.unit_id = u.unit_id) s) h "
+            "GROUP BY h.variant_id, h.epoch, h.bin"
+        )
+    sql = f"""
+    WITH u AS MATERIALIZED (
+      SELECT a.unit_id, a.variant_id,
+             greatest(width_bucket(a.first_ts, CAST(:starts AS timestamptz[])), 1) - 1 AS epoch,
+             a.mixed, a.requests, a.errors, a.latency_n, a.latency_sum
+      {scope}
+    ), d (family, key, variant_id, epoch, bin, sums) AS (
+      {" UNION ALL ".join(families)}
+    ), ins AS (
+      INSERT INTO analysis_cell AS c (experiment_id, family, key, variant_id, epoch, bin, sums)
+      SELECT :e, d.family, d.key, d.variant_id, d.epoch, d.bin,
+             ARRAY(SELECT trim_scale(CAST(:sign AS numeric) * s)
+                   FROM unnest(d.sums) WITH ORDINALITY AS t(s, i) ORDER BY i)
+      FROM d
+      ON CONFLICT (experiment_id, family, key, variant_id, epoch, bin) DO UPDATE SET
+        sums = ARRAY(SELECT trim_scale(x + y)
+                     FROM unnest(c.sums, excluded.sums) WITH ORDINALITY AS t(x, y, i) ORDER BY i)
+      RETURNING 1
+    )
+    SELECT count(*) FROM ins
+    """
+    return int(session.execute(text(sql), params).scalar_one())
+
+
+def _unpack(alias: str) -> str:
+    """``unnest`` of a latency histogram row ``alias`` as (bin, at or below, below)."""
+    cum = f"{alias}.at_or_below"
+    return f"unnest({alias}.bins, {cum}, array_prepend(0::bigint, {cum}[1:cardinality({cum}) - 1]))"
+
+
+# --- folds: new events into the per-unit rows -------------------------------------------------------
 
 _FOLD_UNITS = """
 WITH e AS (
@@ -416,19 +804,23 @@ def _fold_units(session: Session, params: dict[str, object]) -> tuple[int, datet
 def _fold_outcomes(
     session: Session, params: dict[str, object], names: tuple[str, ...]
 ) -> tuple[int, datetime | None]:
+    """Fold the plan's outcomes per (name, unit); every other outcome only counts for the latest
+    event time, in one group (a single pass over the new outcomes either way)."""
     row = session.execute(
         text(
             """
-            WITH o AS (
-              SELECT name, unit_id, sum(value::numeric) AS value_sum, count(*) AS value_count,
-                     bool_or(value > 0) AS positive, max(ts) AS last_ts
+            WITH o (name, unit_id, value_sum, value_count, positive, last_ts) AS (
+              SELECT CASE WHEN name = ANY(:names) THEN name END,
+                     CASE WHEN name = ANY(:names) THEN unit_id END,
+                     sum(value::numeric) FILTER (WHERE name = ANY(:names)),
+                     count(*), bool_or(value > 0), max(ts)
               FROM outcome WHERE experiment_id = :e AND id > :o_lo AND id <= :o_hi
-              GROUP BY name, unit_id
+              GROUP BY 1, 2
             ), ins AS (
               INSERT INTO analysis_unit_outcome AS a
                 (experiment_id, name, unit_id, value_sum, value_count, positive, last_ts)
               SELECT :e, name, unit_id, value_sum, value_count, positive, last_ts
-              FROM o WHERE name = ANY(:names) ORDER BY name, unit_id
+              FROM o WHERE name IS NOT NULL ORDER BY name, unit_id
               ON CONFLICT (experiment_id, name, unit_id) DO UPDATE SET
                 value_sum = a.value_sum + excluded.value_sum,
                 value_count = a.value_count + excluded.value_count,
@@ -446,88 +838,84 @@ def _fold_outcomes(
 
 # Prediction/label pairs joined on request_id that are new in this run: new predictions with
 # every label so far, plus earlier predictions with new labels (late outcomes). Each pair is
-# counted exactly once over all runs.
-_NEW_PAIRS = """
-  SELECT p.unit_id, p.variant_id, p.score, p.label AS predicted_label, o.value AS true_value
+# counted exactly once over all runs. One join serves every classification and AUC metric.
+_FOLD_PAIRS = f"""
+WITH pairs AS (
+  SELECT o.name AS label, p.unit_id, p.variant_id, p.score, p.label AS predicted_label,
+         o.value AS true_value
   FROM prediction p JOIN outcome o
     ON o.experiment_id = p.experiment_id AND o.request_id = p.request_id
-  WHERE p.experiment_id = :e AND p.id > :p_lo AND p.id <= :p_hi
-    AND o.name = :label AND o.id <= :o_hi AND p.request_id IS NOT NULL
+  WHERE p.experiment_id = :e AND p.id > :p_lo AND p.id <= :p_hi AND p.request_id IS NOT NULL
+    AND o.name = ANY(:labels) AND o.id <= :o_hi
   UNION ALL
-  SELECT p.unit_id, p.variant_id, p.score, p.label, o.value
+  SELECT o.name, p.unit_id, p.variant_id, p.score, p.label, o.value
   FROM outcome o JOIN prediction p
     ON p.experiment_id = o.experiment_id AND p.request_id = o.request_id
-  WHERE o.experiment_id = :e AND o.id > :o_lo AND o.id <= :o_hi AND o.name = :label
-    AND p.id <= :p_lo AND o.request_id IS NOT NULL
+  WHERE o.experiment_id = :e AND o.id > :o_lo AND o.id <= :o_hi AND o.name = ANY(:labels)
+    AND o.request_id IS NOT NULL AND p.id <= :p_lo
+), judged AS (
+  SELECT k.label, k.threshold, pairs.unit_id,
+         coalesce(pairs.score >= k.threshold, pairs.predicted_label >= 0.5) AS predicted,
+         pairs.true_value >= 0.5 AS actual,
+         CASE WHEN pairs.score IS NOT NULL THEN
+           -(CASE WHEN pairs.true_value >= 0.5
+                  THEN ln(least(greatest(pairs.score, :eps), 1 - :eps))
+                  ELSE ln(1 - least(greatest(pairs.score, :eps), 1 - :eps)) END)
+         END AS loss
+  FROM pairs
+  JOIN unnest(CAST(:class_labels AS text[]), CAST(:class_thresholds AS float8[]))
+    AS k (label, threshold) ON k.label = pairs.label
+), per_unit AS (
+  SELECT label, threshold, unit_id,
+         count(*) FILTER (WHERE predicted AND actual) AS tp,
+         count(*) FILTER (WHERE predicted AND NOT actual) AS fp,
+         count(*) FILTER (WHERE NOT predicted AND NOT actual) AS tn,
+         count(*) FILTER (WHERE NOT predicted AND actual) AS fn,
+         coalesce(sum(loss::numeric), 0) AS log_loss_sum, count(loss) AS log_loss_n
+  FROM judged WHERE predicted IS NOT NULL OR loss IS NOT NULL
+  GROUP BY label, threshold, unit_id
+), classification AS (
+  INSERT INTO analysis_unit_classification AS a
+    (experiment_id, label, threshold, unit_id, tp, fp, tn, fn, log_loss_sum, log_loss_n)
+  SELECT :e, label, threshold, unit_id, tp, fp, tn, fn, log_loss_sum, log_loss_n
+  FROM per_unit ORDER BY label, threshold, unit_id
+  ON CONFLICT (experiment_id, label, threshold, unit_id) DO UPDATE SET
+    tp = a.tp + excluded.tp, fp = a.fp + excluded.fp, tn = a.tn + excluded.tn,
+    fn = a.fn + excluded.fn, log_loss_sum = a.log_loss_sum + excluded.log_loss_sum,
+    log_loss_n = a.log_loss_n + excluded.log_loss_n
+  RETURNING 1
+), binned AS (
+  SELECT label, variant_id,
+         least(greatest(width_bucket(score, 0, 1, {SCORE_BINS}), 1), {SCORE_BINS}) AS bin,
+         count(*) FILTER (WHERE true_value >= 0.5) AS positives,
+         count(*) FILTER (WHERE true_value < 0.5) AS negatives
+  FROM pairs WHERE score IS NOT NULL AND label = ANY(:auc_labels)
+  GROUP BY 1, 2, 3
+), auc AS (
+  INSERT INTO analysis_score_bin AS a
+    (experiment_id, label, variant_id, bin, positives, negatives)
+  SELECT :e, label, variant_id, bin, positives, negatives FROM binned
+  ON CONFLICT (experiment_id, label, variant_id, bin) DO UPDATE SET
+    positives = a.positives + excluded.positives, negatives = a.negatives + excluded.negatives
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM classification), (SELECT count(*) FROM auc)
 """
 
 
-def _fold_classification(
-    session: Session, params: dict[str, object], label: str, threshold: float
-) -> int:
-    sql = f"""
-    WITH pairs AS ({_NEW_PAIRS}),
-    judged AS (
-      SELECT unit_id,
-             coalesce(score >= :threshold, predicted_label >= 0.5) AS predicted,
-             true_value >= 0.5 AS actual,
-             CASE WHEN score IS NOT NULL THEN
-               -(CASE WHEN true_value >= 0.5
-                      THEN ln(least(greatest(score, :eps), 1 - :eps))
-                      ELSE ln(1 - least(greatest(score, :eps), 1 - :eps)) END)
-             END AS loss
-      FROM pairs
-    ), per_unit AS (
-      SELECT unit_id,
-             count(*) FILTER (WHERE predicted AND actual) AS tp,
-             count(*) FILTER (WHERE predicted AND NOT actual) AS fp,
-             count(*) FILTER (WHERE NOT predicted AND NOT actual) AS tn,
-             count(*) FILTER (WHERE NOT predicted AND actual) AS fn,
-             coalesce(sum(loss::numeric), 0) AS log_loss_sum, count(loss) AS log_loss_n
-      FROM judged WHERE predicted IS NOT NULL OR loss IS NOT NULL
-      GROUP BY unit_id
-    ), ins AS (
-      INSERT INTO analysis_unit_classification AS a
-        (experiment_id, label, threshold, unit_id, tp, fp, tn, fn, log_loss_sum, log_loss_n)
-      SELECT :e, :label, :threshold, unit_id, tp, fp, tn, fn, log_loss_sum, log_loss_n
-      FROM per_unit ORDER BY unit_id
-      ON CONFLICT (experiment_id, label, threshold, unit_id) DO UPDATE SET
-        tp = a.tp + excluded.tp, fp = a.fp + excluded.fp, tn = a.tn + excluded.tn,
-        fn = a.fn + excluded.fn, log_loss_sum = a.log_loss_sum + excluded.log_loss_sum,
-        log_loss_n = a.log_loss_n + excluded.log_loss_n
-      RETURNING 1
-    )
-    SELECT count(*) FROM ins
-    """
-    return int(
-        session.execute(
-            text(sql),
-            {**params, "label": label, "threshold": threshold, "eps": LOG_LOSS_EPSILON},
-        ).scalar_one()
-    )
-
-
-def _fold_score_bins(session: Session, params: dict[str, object], label: str) -> int:
-    sql = f"""
-    WITH pairs AS ({_NEW_PAIRS}),
-    binned AS (
-      SELECT variant_id, least(greatest(width_bucket(score, 0, 1, {SCORE_BINS}), 1), {SCORE_BINS})
-               AS bin,
-             count(*) FILTER (WHERE true_value >= 0.5) AS positives,
-             count(*) FILTER (WHERE true_value < 0.5) AS negatives
-      FROM pairs WHERE score IS NOT NULL
-      GROUP BY 1, 2
-    ), ins AS (
-      INSERT INTO analysis_score_bin AS a
-        (experiment_id, label, variant_id, bin, positives, negatives)
-      SELECT :e, :label, variant_id, bin, positives, negatives FROM binned
-      ON CONFLICT (experiment_id, label, variant_id, bin) DO UPDATE SET
-        positives = a.positives + excluded.positives, negatives = a.negatives + excluded.negatives
-      RETURNING 1
-    )
-    SELECT count(*) FROM ins
-    """
-    return int(session.execute(text(sql), {**params, "label": label}).scalar_one())
+def _fold_pairs(session: Session, params: dict[str, object], plan: RollupPlan) -> dict[str, int]:
+    row = session.execute(
+        text(_FOLD_PAIRS),
+        {
+            **params,
+            "labels": list(plan.labels),
+            "class_labels": [label for label, _ in plan.classification_keys],
+            "class_thresholds": [float(t) for _, t in plan.classification_keys],
+            "auc_labels": list(plan.auc_labels),
+            "eps": LOG_LOSS_EPSILON,
+        },
+    ).one()
+    return {"classification": int(row[0]), "auc": int(row[1])}
 
 
 def latency_bin_sql(column: str) -> str:
@@ -540,17 +928,33 @@ def latency_bin_sql(column: str) -> str:
     )
 
 
-def _fold_latency_bins(session: Session, params: dict[str, object]) -> int:
+def _fold_latency(session: Session, params: dict[str, object]) -> int:
+    """Merge the new requests' latency bins into each unit's histogram (sorted bins, cumulative
+    counts)."""
+    merged = f"""
+      SELECT array_agg(m.bin ORDER BY m.bin), array_agg(m.below ORDER BY m.bin)
+      FROM (SELECT t.bin, (sum(sum(t.requests)) OVER (ORDER BY t.bin))::bigint AS below
+            FROM (SELECT s.bin, s.below - s.prev FROM {_unpack("a")} AS s(bin, below, prev)
+                  UNION ALL
+                  SELECT s.bin, s.below - s.prev FROM {_unpack("excluded")} AS s(bin, below, prev)
+                 ) AS t (bin, requests)
+            GROUP BY t.bin) m
+    """
     sql = f"""
     WITH binned AS (
-      SELECT unit_id, {latency_bin_sql("latency_ms")} AS bin, count(*) AS count
+      SELECT unit_id, {latency_bin_sql("latency_ms")}::smallint AS bin, count(*) AS requests
       FROM prediction
       WHERE experiment_id = :e AND id > :p_lo AND id <= :p_hi AND latency_ms IS NOT NULL
       GROUP BY 1, 2
+    ), cumulated AS (
+      SELECT unit_id, bin,
+             (sum(requests) OVER (PARTITION BY unit_id ORDER BY bin))::bigint AS below
+      FROM binned
     ), ins AS (
-      INSERT INTO analysis_unit_latency AS a (experiment_id, unit_id, bin, count)
-      SELECT :e, unit_id, bin, count FROM binned ORDER BY unit_id, bin
-      ON CONFLICT (experiment_id, unit_id, bin) DO UPDATE SET count = a.count + excluded.count
+      INSERT INTO analysis_unit_latency AS a (experiment_id, unit_id, bins, at_or_below)
+      SELECT :e, unit_id, array_agg(bin ORDER BY bin), array_agg(below ORDER BY bin)
+      FROM cumulated GROUP BY unit_id ORDER BY unit_id
+      ON CONFLICT (experiment_id, unit_id) DO UPDATE SET (bins, at_or_below) = ({merged})
       RETURNING 1
     )
     SELECT count(*) FROM ins

@@ -19,7 +19,13 @@ from sqlalchemy.orm import Session
 
 from abstats.analysis import aggregate
 from abstats.analysis.aggregate import Cell
-from abstats.analysis.rollup import RollupPlan, RollupResult, lock_analysis, roll_up
+from abstats.analysis.rollup import (
+    RollupPlan,
+    RollupResult,
+    ensure_cell_epochs,
+    lock_analysis,
+    roll_up,
+)
 from abstats.analysis.snapshot import (
     Comparison,
     DriftCheck,
@@ -236,7 +242,9 @@ def compute_result(
     history = repository.weight_history(session, experiment.id)
     if not history:
         raise Conflict(f"Experiment {experiment.key!r} has no weight epoch; start it first.")
-    starts = [epoch.started_at for epoch in history]
+    starts = tuple(epoch.started_at for epoch in history)
+    # a weight change committed after the fold read the epochs: stratify by the history used here
+    ensure_cell_epochs(session, experiment.id, RollupPlan.from_metrics(list(metrics)), starts)
     key_of = {v.id: v.key for v in experiment.variants}
     control = experiment.control_variant
     treatments = [v.key for v in experiment.variants if v.key != control]
@@ -246,11 +254,10 @@ def compute_result(
     )
     prev_comparisons: dict[str, Any] = dict(prev_state.get("comparisons", {}))
 
-    units = aggregate.unit_cells(session, experiment.id, starts)
+    units = aggregate.unit_cells(session, experiment.id)
     per_variant_units = {v.key: 0 for v in experiment.variants}
     by_epoch: dict[str, dict[str, int]] = {str(e): {} for e in epochs}
     mixed = 0
-    first_seen: datetime | None = None
     for (vid, epoch), cell in units.items():
         variant = key_of.get(vid)
         if variant is None:
@@ -258,8 +265,7 @@ def compute_result(
         per_variant_units[variant] += cell.units
         by_epoch.setdefault(str(epoch), {})[variant] = cell.units
         mixed += cell.mixed
-        if cell.first_ts is not None and (first_seen is None or cell.first_ts < first_seen):
-            first_seen = cell.first_ts
+    first_seen = aggregate.first_unit_seen(session, experiment.id) if units else None
     total_units = sum(per_variant_units.values())
 
     srm = _srm(history, by_epoch, prev_state.get("srm_p_value"))
@@ -270,7 +276,7 @@ def compute_result(
     primary_events: dict[str, int] = {v.key: 0 for v in experiment.variants}
     primary_seen = False
     for metric in metrics:
-        arms, events = _metric_arms(session, experiment, metric, starts, units, key_of)
+        arms, events = _metric_arms(session, experiment, metric, units, key_of)
         if metric.role == "primary" and not primary_seen:
             primary_seen = True
             primary_events = {v: events.get(v, 0) for v in primary_events}
@@ -394,7 +400,6 @@ def _metric_arms(
     session: Session,
     experiment: Experiment,
     metric: MetricSpec,
-    starts: Sequence[datetime],
     units: dict[Cell, aggregate.UnitCell],
     key_of: dict[int, str],
 ) -> tuple[Arms, dict[str, int]]:
@@ -415,9 +420,7 @@ def _metric_arms(
         cap = None
         if metric.kind == "mean" and metric.winsorize is not None:
             cap = aggregate.winsorize_cap(session, e, metric.outcome, metric.winsorize)
-        for cell, oc in aggregate.outcome_cells(
-            session, e, starts, metric.outcome, cap=cap
-        ).items():
+        for cell, oc in aggregate.outcome_cells(session, e, metric.outcome, cap=cap).items():
             if metric.kind == "proportion":
                 put(cell, oc.proportion, oc.proportion.successes)
             else:
@@ -428,7 +431,7 @@ def _metric_arms(
         if metric.winsorize is not None:
             cap = aggregate.winsorize_cap(session, e, metric.numerator, metric.winsorize)
         for cell, (ratio, with_denominator) in aggregate.ratio_cells(
-            session, e, starts, metric.numerator, metric.denominator, cap=cap
+            session, e, metric.numerator, metric.denominator, cap=cap
         ).items():
             put(cell, ratio, with_denominator)
     elif metric.kind == "classification":
@@ -438,7 +441,7 @@ def _metric_arms(
                 put((vid, 0), scores, sum(scores.positives) + sum(scores.negatives))
         else:
             cells = aggregate.classification_cells(
-                session, e, starts, metric.label, float(metric.threshold)
+                session, e, metric.label, float(metric.threshold)
             )
             for cell, (confusion, log_loss) in cells.items():
                 if metric.measure == "log_loss":
@@ -450,7 +453,7 @@ def _metric_arms(
             for cell, uc in units.items():
                 put(cell, uc.latency, int(uc.latency.denominator_sum))
         else:
-            for cell, hist in aggregate.latency_histograms(session, e, starts).items():
+            for cell, hist in aggregate.latency_histograms(session, e).items():
                 put(cell, hist, hist.requests)
     elif metric.kind == "error_rate":
         for cell, uc in units.items():

@@ -7,7 +7,13 @@ import typer
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from abstats.analysis.rollup import RollupPlan, clear_rollups, lock_analysis, roll_up
+from abstats.analysis.rollup import (
+    ROLLUP_TABLES,
+    RollupPlan,
+    clear_rollups,
+    lock_analysis,
+    roll_up,
+)
 from abstats.analysis.service import parse_experiment_specs
 from abstats.cli.main import app, fail
 from abstats.db.engine import session_scope
@@ -16,14 +22,6 @@ from abstats.experiments import repository
 
 analysis_app = typer.Typer(help="Analysis snapshots and rollups.", no_args_is_help=True)
 app.add_typer(analysis_app, name="analysis")
-
-ROLLUP_TABLES = {
-    "analysis_unit": "unit_id",
-    "analysis_unit_outcome": "name, unit_id",
-    "analysis_unit_classification": "label, threshold, unit_id",
-    "analysis_score_bin": "label, variant_id, bin",
-    "analysis_unit_latency": "unit_id, bin",
-}
 
 
 @analysis_app.command("run")

@@ -22,12 +22,14 @@ from sqlalchemy import (
     Index,
     Integer,
     Numeric,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from abstats.db.base import Base
@@ -324,12 +326,17 @@ class AnalysisWatermark(Base):
     # greatest event timestamp folded in so far (the data cut-off of the next snapshot)
     max_event_ts: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = _now()
+    # epoch start times that analysis_cell is stratified by (None: cells not built)
+    cell_epochs: Mapped[list[datetime] | None] = mapped_column(ARRAY(DateTime(timezone=True)))
 
 
 class AnalysisUnit(Base):
     """One randomisation unit: its first exposure (variant, time) and its prediction sums."""
 
     __tablename__ = "analysis_unit"
+    __table_args__ = (
+        Index("ix_analysis_unit_experiment_id_first_ts", "experiment_id", "first_ts"),
+    )
 
     experiment_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     unit_id: Mapped[str] = mapped_column(Text, primary_key=True)
@@ -348,6 +355,14 @@ class AnalysisUnitOutcome(Base):
     """Per unit and outcome name: sum and count of values, and whether any value was > 0."""
 
     __tablename__ = "analysis_unit_outcome"
+    __table_args__ = (
+        Index(
+            "ix_analysis_unit_outcome_experiment_id_name_value_sum",
+            "experiment_id",
+            "name",
+            "value_sum",
+        ),
+    )
 
     experiment_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -390,14 +405,30 @@ class AnalysisScoreBin(Base):
 
 
 class AnalysisUnitLatency(Base):
-    """Per unit and log-spaced latency bin: request count (clustered latency quantiles)."""
+    """Per unit: its log-spaced latency bins with requests (ascending) and the requests at or
+    below each of them (clustered latency quantiles; migration 0004)."""
 
     __tablename__ = "analysis_unit_latency"
 
     experiment_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     unit_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    bins: Mapped[list[int]] = mapped_column(ARRAY(SmallInteger), nullable=False)
+    at_or_below: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), nullable=False)
+
+
+class AnalysisCell(Base):
+    """Across-unit sums of one metric family per (variant, weight epoch[, bin]), maintained by
+    delta from the per-unit rollups (migration 0004, ``abstats.analysis.rollup``)."""
+
+    __tablename__ = "analysis_cell"
+
+    experiment_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    family: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    variant_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
     bin: Mapped[int] = mapped_column(Integer, primary_key=True)
-    count: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    sums: Mapped[list[Any]] = mapped_column(ARRAY(Numeric), nullable=False)
 
 
 class DriftReference(Base):

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from abstats.analysis import aggregate
 from abstats.analysis.rollup import (
     LATENCY_EDGES,
+    ROLLUP_TABLES,
     SCORE_BINS,
     RollupPlan,
     clear_rollups,
@@ -273,17 +274,16 @@ def assert_ratio(sql: RatioStats, ref: RatioStats) -> None:
 
 
 def sql_state(session: Session, experiment: Experiment) -> dict[str, Any]:
-    starts = [T0, EPOCH1]
     e = experiment.id
     return {
-        "units": aggregate.unit_cells(session, e, starts),
-        "conversion": aggregate.outcome_cells(session, e, starts, "converted"),
-        "revenue": aggregate.outcome_cells(session, e, starts, "revenue"),
-        "ctr": aggregate.ratio_cells(session, e, starts, "clicks", "views"),
-        "class50": aggregate.classification_cells(session, e, starts, "label", 0.5),
-        "class70": aggregate.classification_cells(session, e, starts, "label", 0.7),
+        "units": aggregate.unit_cells(session, e),
+        "conversion": aggregate.outcome_cells(session, e, "converted"),
+        "revenue": aggregate.outcome_cells(session, e, "revenue"),
+        "ctr": aggregate.ratio_cells(session, e, "clicks", "views"),
+        "class50": aggregate.classification_cells(session, e, "label", 0.5),
+        "class70": aggregate.classification_cells(session, e, "label", 0.7),
         "auc": aggregate.auc_by_variant(session, e, "label"),
-        "latency": aggregate.latency_histograms(session, e, starts),
+        "latency": aggregate.latency_histograms(session, e),
     }
 
 
@@ -295,22 +295,16 @@ def run_rollup(session: Session, experiment: Experiment) -> None:
 
 
 def rollup_rows(session: Session, experiment: Experiment) -> dict[str, list[Any]]:
-    tables = {
-        "analysis_unit": "unit_id",
-        "analysis_unit_outcome": "name, unit_id",
-        "analysis_unit_classification": "label, threshold, unit_id",
-        "analysis_score_bin": "label, variant_id, bin",
-        "analysis_unit_latency": "unit_id, bin",
-    }
+    """Every rollup row (per-unit rows and cells) as text: the digits of every sum count."""
     return {
         t: [
-            tuple(r)
+            r[0]
             for r in session.execute(
-                text(f"SELECT * FROM {t} WHERE experiment_id = :e ORDER BY {order}"),
+                text(f"SELECT t::text FROM {t} t WHERE experiment_id = :e ORDER BY {order}"),
                 {"e": experiment.id},
             )
         ]
-        for t, order in tables.items()
+        for t, order in ROLLUP_TABLES.items()
     }
 
 
