@@ -271,6 +271,9 @@ def test_patch_name_description_metadata_any_time(
     db_session.execute(
         Experiment.__table__.update().where(Experiment.key == "churn").values(status="running")
     )
+    # the requests share this session (one per request in production): drop the ORM's copy of
+    # the experiment, which a Core UPDATE does not refresh, or a request may see it still draft
+    db_session.expire_all()
     r = client.patch(
         "/v1/experiments/churn",
         json={"name": "Renamed", "description": "d2", "metadata": {"owner": "ana"}},
