@@ -26,6 +26,12 @@ _env = Environment(
     lstrip_blocks=True,
 )
 
+POOLING_NOTE = (
+    "Control and variant values are pooled over the whole run; the effects are estimated within "
+    "each weight period and then combined (stratified), so when the split changed during the run "
+    "an effect can differ from the difference of the pooled values."
+)
+
 VERDICT_ICON = {
     "ship": "✔",
     "rolled_back": "↩",
@@ -243,6 +249,8 @@ def to_markdown(report: Report) -> str:
         "",
         "## Results",
         "",
+        POOLING_NOTE if len(report.epochs) > 1 else "",
+        "",
         "| metric | role | variant | control | variant value | absolute effect | effect [95% CI] "
         "| p (always-valid) | p (Holm) | outcome |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -400,6 +408,7 @@ def to_html(report: Report) -> str:
     template = _env.get_template("report.html.j2")
     return template.render(
         report=report,
+        pooling_note=POOLING_NOTE if len(report.epochs) > 1 else "",
         exp=exp,
         verdict=report.verdict,
         icon=VERDICT_ICON.get(report.verdict.kind, ""),
