@@ -459,6 +459,9 @@ def _fold_and_sum(
         if by_delta
         else text("SET LOCAL random_page_cost TO DEFAULT")
     )
+    collected = by_delta and new_events and bool(plan.labels)
+    if collected:
+        rows["pairs"] = _collect_pairs(session, params, plan)
     if by_delta:
         # cells lose what the touched units contributed so far (with the epochs they were
         # summed with) ...
@@ -485,7 +488,9 @@ def _fold_and_sum(
         rows["unit_outcomes"] = outcome_rows
         max_ts.append(outcome_ts)
     if plan.labels and (p_hi > previous.prediction_id or o_hi > previous.outcome_id):
-        rows.update(_fold_pairs(session, params, plan, insert_only=first_p and first_o))
+        rows.update(
+            _fold_pairs(session, params, plan, insert_only=first_p and first_o, collected=collected)
+        )
     _refresh_planner_statistics(session, rows)
     if by_delta:
         # ... and gain what they contribute now
@@ -603,13 +608,8 @@ def _collect_touched(
                 "SELECT unit_id FROM outcome WHERE experiment_id = :e AND id > :o_lo "
                 "AND id <= :o_hi AND name = ANY(:names)"
             )
-        if plan.labels:
-            parts.append(
-                "SELECT p.unit_id FROM outcome o JOIN prediction p "
-                "ON p.experiment_id = o.experiment_id AND p.request_id = o.request_id "
-                "WHERE o.experiment_id = :e AND o.id > :o_lo AND o.id <= :o_hi "
-                "AND o.name = ANY(:labels) AND o.request_id IS NOT NULL AND p.id <= :p_lo"
-            )
+        if plan.labels:  # the units of earlier predictions that new labels join
+            parts.append("SELECT unit_id FROM analysis_pairs")
     if moved_from is not None:
         parts.append(
             "SELECT unit_id FROM analysis_unit WHERE experiment_id = :e AND first_ts >= :moved"
@@ -862,8 +862,7 @@ def _fold_outcomes(
 # Prediction/label pairs joined on request_id that are new in this run: new predictions with
 # every label so far, plus earlier predictions with new labels (late outcomes). Each pair is
 # counted exactly once over all runs. One join serves every classification and AUC metric.
-_FOLD_PAIRS = f"""
-WITH pairs AS (
+_NEW_PAIRS = """
   SELECT o.name AS label, p.unit_id, p.variant_id, p.score, p.label AS predicted_label,
          o.value AS true_value
   FROM prediction p JOIN outcome o
@@ -876,7 +875,33 @@ WITH pairs AS (
     ON p.experiment_id = o.experiment_id AND p.request_id = o.request_id
   WHERE o.experiment_id = :e AND o.id > :o_lo AND o.id <= :o_hi AND o.name = ANY(:labels)
     AND o.request_id IS NOT NULL AND p.id <= :p_lo
-), judged AS (
+"""
+
+_PAIRS_TABLE = (
+    "CREATE TEMP TABLE IF NOT EXISTS analysis_pairs (label text, unit_id text, variant_id int, "
+    "score float8, predicted_label float8, true_value float8) ON COMMIT DELETE ROWS"
+)
+
+
+def _collect_pairs(session: Session, params: dict[str, object], plan: RollupPlan) -> int:
+    """A delta's new pairs, once into ``analysis_pairs``: their units are touched, and every
+    classification and AUC metric is folded from them (each probe of the other table is an
+    index lookup per new prediction or label, not worth doing twice)."""
+    session.execute(text(_PAIRS_TABLE))
+    session.execute(text("DELETE FROM analysis_pairs"))  # an earlier run in this transaction
+    count = session.execute(
+        text(
+            "WITH ins AS (INSERT INTO analysis_pairs "
+            + _NEW_PAIRS
+            + " RETURNING 1) SELECT count(*) FROM ins"
+        ),
+        {**params, "labels": list(plan.labels)},
+    ).scalar_one()
+    return int(count)
+
+
+_FOLD_PAIRS = f"""
+WITH pairs AS ({{pairs}}), judged AS (
   SELECT k.label, k.threshold, pairs.unit_id,
          coalesce(pairs.score >= k.threshold, pairs.predicted_label >= 0.5) AS predicted,
          pairs.true_value >= 0.5 AS actual,
@@ -927,10 +952,18 @@ SELECT (SELECT count(*) FROM classification), (SELECT count(*) FROM auc)
 
 
 def _fold_pairs(
-    session: Session, params: dict[str, object], plan: RollupPlan, *, insert_only: bool
+    session: Session,
+    params: dict[str, object],
+    plan: RollupPlan,
+    *,
+    insert_only: bool,
+    collected: bool,
 ) -> dict[str, int]:
+    """Fold the new pairs into the classification and AUC rollups (``collected``: the pairs are
+    in ``analysis_pairs`` already)."""
+    pairs = "SELECT * FROM analysis_pairs" if collected else _NEW_PAIRS
     row = session.execute(
-        text(_upsert(_FOLD_PAIRS, insert_only)),
+        text(_upsert(_FOLD_PAIRS.replace("{pairs}", pairs), insert_only)),
         {
             **params,
             "labels": list(plan.labels),
