@@ -405,6 +405,8 @@ def run_drift(
         for _, _, _, ref, cur in checks
     ]
     adjusted = flag_drift(results, alpha=config.alpha) if results else []
+    # every state of the experiment in one query (the identity map then answers session.get)
+    list(session.scalars(select(DriftState).where(DriftState.experiment_id == experiment.id)))
     out: list[DriftCheck] = []
     for (variant, t, description, ref, cur), result in zip(checks, adjusted, strict=True):
         state_target = t.name if description != "control (same window)" else f"balance:{t.name}"
