@@ -489,7 +489,8 @@ def _fold_and_sum(
         max_ts.append(outcome_ts)
     if plan.labels and (p_hi > previous.prediction_id or o_hi > previous.outcome_id):
         rows.update(
-            _fold_pairs(session, params, plan, insert_only=first_p and first_o, collected=collected)
+            # a pair needs a folded prediction and a folded label
+            _fold_pairs(session, params, plan, insert_only=first_p or first_o, collected=collected)
         )
     _refresh_planner_statistics(session, rows)
     if by_delta:

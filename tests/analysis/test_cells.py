@@ -205,3 +205,28 @@ def test_winsorised_sums_from_the_index_equal_a_full_scan(
         assert cross == pytest.approx(expected, rel=1e-9, abs=1e-6)
     if refunds:
         assert aggregate.winsorize_cap(db_session, e, "revenue", 0.01) < 0  # scan path taken
+
+
+def test_outcomes_that_all_arrive_after_the_predictions(
+    db_session: Session, rng: np.random.Generator
+) -> None:
+    """The first fold of outcomes and labels (plain inserts) joins earlier predictions."""
+    experiment = make_experiment(
+        db_session,
+        metrics=METRICS,
+        epochs=[(T0, {"control": 1, "treatment": 1}), (EPOCH1, {"control": 1, "treatment": 4})],
+    )
+    events = generate(rng, 300, "a", 0)
+    write_events(db_session, experiment, Events(events.exposures, events.predictions, []))
+    run_rollup(db_session, experiment)
+    assert not aggregate.classification_cells(db_session, experiment.id, "label", 0.5)
+    write_events(db_session, experiment, Events([], [], events.outcomes))
+    run_rollup(db_session, experiment)
+    _assert_matches_brute_force(db_session, experiment, events)
+    ref = brute_force(experiment, events)
+    got = aggregate.classification_cells(db_session, experiment.id, "label", 0.5)
+    for c, r in ref["cells"].items():
+        assert got[c][0].sums == r["confusion"][0.5].sums
+        assert_ratio(got[c][1], r["log_loss"])
+    rows, state = rollup_rows(db_session, experiment), sql_state(db_session, experiment)
+    assert _rebuilt(db_session, experiment) == (rows, state)
