@@ -6,14 +6,17 @@ measures in one run:
 
 (a) the limit: one bare ``SELECT variant_id, count(*), sum(x), sum(x*x) ... GROUP BY variant_id``
     over the prediction table (and, for reference, the same over the outcome table);
-(b) a full analysis (rollups rebuilt from every event, all metrics, SRM, drift) in a fresh
-    process, with that process's peak RSS;
+(b) a full analysis (rollups built from every event, all metrics, SRM, drift) in a fresh
+    process, with that process's peak RSS. The previous rollups of the experiment are deleted
+    and vacuumed first, in a separate untimed step (printed as "reset"): (b) is the first
+    analysis of an experiment, which has nothing to delete;
 (c) an incremental re-analysis after adding 1% more events, in a fresh process.
 
 It does (a) and (b) first at N/10 events and then again at N, to show that the RSS does not grow
-with the event count. Prints every figure and the ratios (b)/(a) and (b)/(c).
+with the event count. Prints every figure and the ratios (b)/(a) and (b)/(c); ``--statements``
+also prints the slowest SQL statements of (b) and (c) with their times (where the gap to (a) is).
 
-    python tests/perf/bench_analysis.py [--events N] [--keep]
+    python tests/perf/bench_analysis.py [--events N] [--keep] [--statements]
 """
 
 from __future__ import annotations
@@ -267,21 +270,40 @@ def bare_scan(table: str) -> float:
     return best
 
 
-ANALYSE = r"""
-import json, sys, time
+RESET = r"""
+import json, time
 from sqlalchemy import text
-from abstats.analysis.drift import run_drift
-from abstats.analysis.rollup import clear_rollups
-from abstats.analysis.service import run_analysis
-from abstats.db.engine import session_scope
-full = sys.argv[1] == "full"
+from abstats.analysis.rollup import ROLLUP_TABLES, clear_rollups
+from abstats.db.engine import get_engine, session_scope
 began = time.perf_counter()
 with session_scope() as session:
-    if full:
-        clear_rollups(session, 1)
-        session.execute(text("DELETE FROM drift_state"))
-        session.execute(text("DELETE FROM drift_reference"))
-        session.execute(text("UPDATE analysis_watermark SET drift_prediction_id = 0, drift_outcome_id = 0"))
+    clear_rollups(session, 1)
+    session.execute(text("DELETE FROM drift_state"))
+    session.execute(text("DELETE FROM drift_reference"))
+    session.execute(text("UPDATE analysis_watermark SET drift_prediction_id = 0, drift_outcome_id = 0"))
+with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+    for table in ROLLUP_TABLES:
+        conn.execute(text(f"VACUUM {table}"))
+print(json.dumps({"seconds": time.perf_counter() - began}))
+"""
+
+ANALYSE = r"""
+import json, os, sys, time
+from sqlalchemy import event
+from abstats.analysis.drift import run_drift
+from abstats.analysis.service import run_analysis
+from abstats.db.engine import get_engine, session_scope
+statements = []
+if os.environ.get("BENCH_STATEMENTS"):
+    @event.listens_for(get_engine(), "before_cursor_execute")
+    def _start(conn, cursor, statement, parameters, context, executemany):
+        conn.info.setdefault("bench_t", []).append(time.perf_counter())
+    @event.listens_for(get_engine(), "after_cursor_execute")
+    def _stop(conn, cursor, statement, parameters, context, executemany):
+        seconds = time.perf_counter() - conn.info["bench_t"].pop()
+        statements.append((round(seconds, 3), " ".join(statement.split())[:110]))
+began = time.perf_counter()
+with session_scope() as session:
     run = run_analysis(session, "bench", wait_seconds=30)
     analysed = time.perf_counter()
     try:
@@ -295,14 +317,18 @@ print(json.dumps({"seconds": time.perf_counter() - began, "analysis": analysed -
                   "drift": time.perf_counter() - analysed, "rss_mb": rss,
                   "rollup": run.timings.get("rollup"), "created": run.created,
                   "units": run.snapshot.result["units"], "drift_checks": None if checks is None else len(checks),
-                  "recommendation": run.snapshot.recommendation}))
+                  "recommendation": run.snapshot.recommendation, "rows": run.rollup.rows_read,
+                  "statements": sorted(statements, reverse=True)[:12]}))
 """
 
 
-def analyse(mode: str) -> dict[str, Any]:
+def analyse(mode: str, *, statements: bool = False) -> dict[str, Any]:
+    """Run ``mode`` ("reset", "full" or "incremental") in a fresh process; its JSON line."""
     env = {**os.environ, "ABSTATS_DATABASE_URL": scratch_url(), "ABSTATS_LOG_LEVEL": "WARNING"}
+    if statements:
+        env["BENCH_STATEMENTS"] = "1"
     out = subprocess.run(
-        [sys.executable, "-c", ANALYSE, mode],
+        [sys.executable, "-c", RESET if mode == "reset" else ANALYSE, mode],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -314,10 +340,18 @@ def analyse(mode: str) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def _print_statements(run: dict[str, Any]) -> None:
+    for seconds, statement in run.get("statements") or []:
+        print(f"    {seconds:7.3f}s  {statement}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000_000, help="predictions (and labels)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument(
+        "--statements", action="store_true", help="print the slowest SQL statements of (b), (c)"
+    )
     args = parser.parse_args()
     n = args.events
     create_scratch()
@@ -331,28 +365,32 @@ def main() -> None:
             loaded = size
             limit = bare_scan("prediction")
             limit_outcomes = bare_scan("outcome")
-            full = analyse("full")
+            reset = analyse("reset")
+            full = analyse("full", statements=args.statements)
             rows.append(
                 {
                     "events": size,
                     "load_s": seconds,
                     "limit_s": limit,
                     "limit_outcomes_s": limit_outcomes,
+                    "reset_s": reset["seconds"],
                     "full": full,
                 }
             )
             print(
                 f"[{size:,} predictions] COPY {seconds:.1f}s | (a) bare GROUP BY over "
-                f"prediction {limit:.2f}s (outcome: {limit_outcomes:.2f}s) | (b) full "
+                f"prediction {limit:.2f}s (outcome: {limit_outcomes:.2f}s) | reset "
+                f"{reset['seconds']:.2f}s | (b) full "
                 f"analysis {full['seconds']:.2f}s (rollup {full['rollup']:.2f}s, drift "
                 f"{full['drift']:.2f}s), peak RSS {full['rss_mb']:.0f} MB | "
                 f"(b)/(a) = {full['seconds'] / limit:.2f}x, "
                 f"(b)/((a)+(a outcome)) = {full['seconds'] / (limit + limit_outcomes):.2f}x",
                 flush=True,
             )
+            _print_statements(full)
         extra = max(n // 100, REQUESTS_PER_UNIT)
         load(experiment_id, variants, n, n + extra, seed=n + 1)
-        incremental = analyse("incremental")
+        incremental = analyse("incremental", statements=args.statements)
         full = rows[-1]["full"]
         print(
             f"[+{extra:,} predictions (1%)] (c) incremental analysis "
@@ -360,6 +398,7 @@ def main() -> None:
             f"{incremental['drift']:.2f}s), peak RSS {incremental['rss_mb']:.0f} MB | "
             f"(b)/(c) = {full['seconds'] / incremental['seconds']:.1f}x"
         )
+        _print_statements(incremental)
         print(
             f"peak RSS of the analysis process: {rows[0]['full']['rss_mb']:.0f} MB at "
             f"{rows[0]['events']:,} vs {rows[1]['full']['rss_mb']:.0f} MB at "
