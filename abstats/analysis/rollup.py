@@ -40,9 +40,9 @@ nothing, and any id it takes later is above ``H``. Ingest transactions are short
 normally a few milliseconds; when a long transaction holds it past ``wait_seconds`` the run keeps
 the previous watermark and says so.
 
-Every event table is read by an index range scan on ``(experiment_id, id)`` above the watermark:
-one pass per table and run (predictions twice when latency quantiles are needed, and joined to
-their labels once for every classification and AUC metric together).
+Event tables are only read above the watermark, by index range scans on ``(experiment_id, id)``
+(a few per table and run, for the touched units and the different folds), and predictions are
+joined to their labels once per run for every classification and AUC metric together.
 """
 
 from __future__ import annotations
@@ -644,12 +644,7 @@ def _collect_touched(
             + " UNION ".join(parts)
             + " RETURNING 1) SELECT count(*) FROM ins"
         ),
-        {
-            **params,
-            "names": list(plan.outcome_names),
-            "labels": list(plan.labels),
-            "moved": moved_from,
-        },
+        {**params, "names": list(plan.outcome_names), "moved": moved_from},
     ).scalar_one()
     session.execute(text("ANALYZE analysis_touched"))
     return int(touched)
