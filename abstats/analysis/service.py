@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from abstats.analysis import aggregate
+from abstats.analysis import aggregate, describe
 from abstats.analysis.aggregate import Cell
 from abstats.analysis.rollup import (
     RollupPlan,
@@ -519,7 +519,7 @@ def _compare(
     kwargs: dict[str, Any] = {
         "design": design,
         "alternative": alternative,
-        "relative": True,
+        "relative": margin_relative,  # a metric with an absolute margin is read on that scale
         "margin": margin if non_inferiority else None,
         "margin_relative": margin_relative,
         "previous": previous,
@@ -647,15 +647,17 @@ def recommend(
     """What the statistics alone suggest, and why."""
     if srm is not None and srm.flagged:
         return "invalid: SRM", (
-            f"sample ratio mismatch: observed {srm.observed} vs expected "
-            f"{ {k: round(v, 1) for k, v in srm.expected.items()} } (p={srm.p_value})"
+            f"sample ratio mismatch: observed {describe.counts(srm.observed)} vs expected "
+            f"{describe.counts(srm.expected)} (p={describe.p_value(srm.p_value)})"
         )
     if not gates.all_met:
         missing = []
         if not gates.min_units_met:
-            missing.append(f"units per variant {gates.units_per_variant}")
+            missing.append(f"units per variant {describe.counts(gates.units_per_variant)}")
         if not gates.min_events_met:
-            missing.append(f"primary events per variant {gates.primary_events_per_variant}")
+            missing.append(
+                f"primary events per variant {describe.counts(gates.primary_events_per_variant)}"
+            )
         if not gates.min_runtime_met:
             missing.append(f"runtime {gates.runtime_seconds:.0f}s")
         return "keep running", "minimum sample gates not met: " + "; ".join(missing)
@@ -665,13 +667,15 @@ def recommend(
                 if c.worse and _beyond_margin(c, m.direction):
                     return "rollback", (
                         f"guardrail {m.metric} is worse in {c.variant} by more than its margin"
-                        f" {c.margin} (interval {c.ci_lower}..{c.ci_upper}, {c.ci_scale})"
+                        f" {c.margin}: {describe.effect(c)}"
                     )
     for m in metrics:
         if m.role == "primary":
             for c in m.comparisons:
                 if c.worse:
-                    return "rollback", f"primary metric {m.metric} is worse in {c.variant}"
+                    return "rollback", (
+                        f"primary metric {m.metric} is worse in {c.variant}: {describe.effect(c)}"
+                    )
     primaries = [m for m in metrics if m.role == "primary"]
     guardrails = [m for m in metrics if m.role == "guardrail"]
     if primaries:
@@ -686,8 +690,8 @@ def recommend(
         if winners:
             best = max(winners, key=lambda c: c.relative_effect or c.absolute_effect or 0.0)
             return f"promote {best.variant}", (
-                f"{primaries[0].metric} is better in {best.variant} "
-                f"(relative effect {best.relative_effect}, adjusted p {best.p_value_adjusted})"
+                f"{primaries[0].metric} is better in {best.variant}: {describe.effect(best)}, "
+                f"p={describe.p_value(best.p_value_adjusted)}"
             )
         statuses = {c.status for m in primaries for c in m.comparisons}
         if policy.inference == "fixed" and statuses == {"ok"}:

@@ -33,12 +33,12 @@ With ``inference: fixed`` the primary metric decides nothing before the planned 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from abstats.analysis import describe
 from abstats.analysis.snapshot import Comparison, MetricResult, SnapshotResult
 from abstats.control import policy as ramp
 from abstats.control.bandit import thompson_shares
@@ -123,34 +123,8 @@ Allocator = Callable[[MetricResult, Sequence[str], float, int], dict[str, float]
 # --- formatting ---------------------------------------------------------------------------------
 
 
-def _pct(x: float) -> str:
-    return f"{x * 100:+.1f}%"
-
-
-def _num(x: float) -> str:
-    return f"{x:+.4g}"
-
-
-def _p(p: float | None) -> str:
-    if p is None:
-        return "n/a"
-    if p < 0.001:
-        return f"{p:.1e}"
-    return f"{p:.3g}"
-
-
-def describe_effect(c: Comparison) -> str:
-    """``+4.1% [+1.2%, +7.0%]`` (relative) or ``+0.012 [+0.003, +0.021]`` (absolute)."""
-    fmt = _pct if c.ci_scale == "relative" else _num
-    effect = c.relative_effect if c.ci_scale == "relative" else c.absolute_effect
-    if effect is None:
-        return "effect n/a"
-    text = fmt(effect)
-    if c.ci_lower is not None and c.ci_upper is not None:
-        lo = "-inf" if math.isinf(c.ci_lower) else fmt(c.ci_lower)
-        hi = "+inf" if math.isinf(c.ci_upper) else fmt(c.ci_upper)
-        text += f" [{lo}, {hi}]"
-    return text
+_p = describe.p_value
+describe_effect = describe.effect
 
 
 def _adjusted(c: Comparison) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import numpy as np
@@ -81,7 +82,17 @@ def test_a_snapshot_per_new_data_and_none_without(db_session: Session) -> None:
     assert comparison.better is True and comparison.significant
     errors = result.metrics[1].comparisons[0]
     assert errors.non_inferior is True  # 0 errors in both arms proves a 0.01 margin
+    # an absolute margin puts the effect on the absolute scale, finite although the control is 0
+    assert errors.ci_scale == "absolute" and errors.absolute_effect == 0
+    assert errors.ci_lower is not None and -0.01 < errors.ci_lower < 0 < errors.ci_upper < 0.01
+    assert conversion.comparisons[0].ci_scale == "relative"  # no margin: relative
     assert result.recommendation == "promote treatment"
+    # the reason reads like a sentence: a signed percentage, its interval and p (no Python dicts)
+    assert re.fullmatch(
+        r"conversion is better in treatment: \+\d+\.\d% \[\+\d+\.\d%, \+\d+\.\d%\], "
+        r"p=\d\.\de-\d+",
+        result.reason,
+    ), result.reason
     latest = max(e["ts"] for e in events.exposures + events.predictions + events.outcomes)
     assert result.cutoff == latest  # the data cut-off is the latest event included
 
@@ -118,7 +129,9 @@ def test_gates_hold_a_decision_and_say_why(db_session: Session) -> None:
     )
     assert not result.gates.min_units_met and result.gates.min_runtime_met
     assert result.recommendation == "keep running"
-    assert "units per variant" in result.reason
+    assert result.reason == (
+        "minimum sample gates not met: units per variant control 300, treatment 300"
+    )
 
 
 def test_srm_is_flagged_against_the_weight_history(db_session: Session) -> None:
@@ -238,3 +251,43 @@ def test_a_guardrail_worse_within_its_margin_is_no_breach(db_session: Session) -
     assert comparison.worse is True  # significantly slower ...
     assert comparison.non_inferior is True  # ... but proven within the 10% margin
     assert result.recommendation != "rollback"
+
+
+def test_an_error_rate_breach_is_read_on_its_absolute_margin(db_session: Session) -> None:
+    """A control with (almost) no errors makes a relative effect meaningless (+inf%, or an
+    interval of thousands of percent); a metric whose margin is absolute is analysed and
+    explained on the absolute scale."""
+    metrics = [
+        {"key": "errors", "kind": "error_rate", "role": "guardrail", "margin": 0.01},
+        {"key": "latency", "kind": "latency", "statistic": "mean", "role": "primary"},
+    ]
+    experiment = make_experiment(db_session, metrics=metrics, policy=POLICY)
+    ev = Events()
+    for i in range(6000):
+        variant = ("control", "treatment")[i % 2]
+        error = variant == "treatment" and i % 10 == 1  # 0% vs 20% errors
+        ev.predictions.append(
+            {
+                "variant": variant,
+                "unit_id": f"u{i}",
+                "ts": T0 + minutes(i / 20),
+                "latency_ms": 10.0 + i % 7,
+                "error": error,
+            }
+        )
+    write_events(db_session, experiment, ev)
+    result = SnapshotResult.model_validate(
+        run_analysis(db_session, experiment.key, wait_seconds=1).snapshot.result
+    )
+    errors = result.metrics[0].comparisons[0]
+    assert errors.ci_scale == "absolute"
+    assert errors.absolute_effect == pytest.approx(0.2)
+    assert errors.ci_lower is not None and errors.ci_upper is not None
+    assert 0.01 < errors.ci_lower < 0.2 < errors.ci_upper < 0.3
+    assert errors.worse is True and errors.non_inferior is False
+    assert result.recommendation == "rollback", result.reason
+    assert re.fullmatch(
+        r"guardrail errors is worse in treatment by more than its margin 0\.01: "
+        r"\+0\.2 \[\+0\.1\d+, \+0\.2\d+\]",
+        result.reason,
+    ), result.reason

@@ -131,6 +131,36 @@ def raw_copy(dsn: str, chunks: list[str], concurrency: int) -> float:
     return time.perf_counter() - start
 
 
+def store_path(engine: Any, row_batches: list[list[tuple[Any, ...]]], concurrency: int) -> float:
+    """The API's own write path without HTTP, parsing or validation: ``copy_insert`` (COPY into
+    staging, claim message ids, insert) on ``concurrency`` threads, one commit per batch. What the
+    design costs in the database alone, so the ratio's ceiling is visible."""
+    from sqlalchemy.orm import Session
+
+    from abstats.ingest.repository import PREDICTION, copy_insert
+
+    work = list(row_batches)
+    lock = threading.Lock()
+
+    def worker() -> None:
+        with Session(engine) as session:
+            while True:
+                with lock:
+                    if not work:
+                        return
+                    rows = work.pop()
+                copy_insert(session, PREDICTION, rows)
+                session.commit()
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start
+
+
 def load_generator(url: str, key: str, bodies: list[bytes], concurrency: int, out: Any) -> None:
     """Runs in its own process: posts every body, ``concurrency`` at a time."""
     import httpx
@@ -272,11 +302,15 @@ def main() -> int:
         batches = [events[i : i + args.batch] for i in range(0, len(events), args.batch)]
         bodies = [orjson.dumps({"events": b}) for b in batches]
         chunks = [csv_text(rows_for_copy(b, exp_id, variant_ids)) for b in batches]
+        row_batches = [
+            [(*r[:10], orjson.loads(r[10]), r[11]) for r in rows_for_copy(b, exp_id, variant_ids)]
+            for b in batches
+        ]
         del batches
 
         def truncate() -> None:
             with engine.begin() as conn:
-                conn.execute(text("TRUNCATE prediction"))
+                conn.execute(text("TRUNCATE prediction, event_message"))
             with engine.connect() as conn:
                 conn.execution_options(isolation_level="AUTOCOMMIT").execute(
                     text("VACUUM ANALYZE prediction")
@@ -289,6 +323,9 @@ def main() -> int:
         truncate()
         copy_seconds = min(copy_parallel, copy_single)
         del chunks
+        store_seconds = store_path(engine, row_batches, args.concurrency)
+        truncate()
+        del row_batches
 
         # --- the API ---------------------------------------------------------------------------
         port = free_port()
@@ -364,8 +401,14 @@ def main() -> int:
             f"({args.concurrency} streams {args.events / copy_parallel:,.0f}/s, "
             f"1 stream {args.events / copy_single:,.0f}/s)"
         )
+        store_rate = args.events / store_seconds
+        print(
+            f"store path, no HTTP      {store_rate:,.0f} events/s  (staging COPY + message-id "
+            f"claim + insert; {store_rate / copy_rate:.2f} of raw COPY)"
+        )
         print(f"API POST /v1/events      {api_rate:,.0f} events/s  ({outcome['seconds']:.1f} s)")
         print(f"ratio API / raw COPY     {api_rate / copy_rate:.2f}   (target >= 0.5, floor 0.25)")
+        print(f"ratio API / store path   {api_rate / store_rate:.2f}   (HTTP, parsing, validation)")
         print(
             f"API peak RSS             {rss.peak_single / 2**20:.0f} MB per process, "
             f"{rss.peak_total / 2**20:.0f} MB all workers"
