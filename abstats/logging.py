@@ -8,6 +8,23 @@ import sys
 import structlog
 
 
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of the record, not the stream that was
+    current when logging was configured (a test runner's capture, closed at exit, would otherwise
+    turn an atexit log line, e.g. the embedded server's shutdown, into a "Logging error")."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     """Route stdlib and structlog records through one renderer to stderr."""
     renderer: structlog.types.Processor = (
@@ -25,7 +42,7 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderr()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
