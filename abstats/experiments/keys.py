@@ -81,12 +81,15 @@ def count_active_keys(session: Session) -> int:
     return len(session.scalars(select(ApiKey.id).where(ApiKey.revoked_at.is_(None))).all())
 
 
-def authenticate(session: Session, secret: str) -> Principal | None:
+def authenticate(session: Session, secret: str, *, cached: bool = True) -> Principal | None:
+    """The key's principal, or None for an unknown or revoked key. ``cached=False`` reads the
+    database (callers with a cache of their own, so that staleness does not add up)."""
     now = time.monotonic()
-    with _cache_lock:
-        hit = _cache.get(secret)
-    if hit is not None and now - hit[0] < CACHE_SECONDS:
-        return hit[1]
+    if cached:
+        with _cache_lock:
+            hit = _cache.get(secret)
+        if hit is not None and now - hit[0] < CACHE_SECONDS:
+            return hit[1]
     principal: Principal | None = None
     digest = _hash(secret)
     row = session.execute(
