@@ -149,9 +149,17 @@ def copy_insert(session: Session, table: EventTable, rows: Sequence[tuple[Any, .
             )
             inserted: int = cur.rowcount
             cur.execute(f"DELETE FROM {table.staging}")
-    except psycopg2.OperationalError as exc:
+    except psycopg2.Error as exc:
         # Raw DB-API errors bypass SQLAlchemy's wrapping: map "the server is gone" (and
         # serialization/deadlock failures, which are OperationalErrors too) to a retryable 503.
+        # A server that dies during COPY can surface as a bare DatabaseError ("server closed the
+        # connection unexpectedly", seen in the outage test), so a closed connection counts too.
+        if not (isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError) or raw.closed):
+            raise
+        if raw.closed:
+            # Tell SQLAlchemy, so the rollback that follows is a no-op rather than a second
+            # error on a dead socket, and the pool drops the connection.
+            session.connection().invalidate(exc)
         raise DatabaseUnavailable(
             "The database is unreachable or the write could not complete; retry later "
             "(resending the same message_ids is safe)."
