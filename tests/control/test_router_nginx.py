@@ -131,9 +131,16 @@ http {{
 
     def hits(self, n: int = 200) -> Counter[str]:
         with httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=5) as client:
-            return Counter(
-                client.get("/", headers={"X-Unit-Id": f"unit-{i}"}).text for i in range(n)
-            )
+            return Counter(self._get(client, f"unit-{i}") for i in range(n))
+
+    @staticmethod
+    def _get(client: httpx.Client, unit: str) -> str:
+        """One GET, retried once when a reload closed the kept-alive connection under it (an old
+        nginx worker closes its idle connections as it exits; clients retry idempotent requests)."""
+        try:
+            return client.get("/", headers={"X-Unit-Id": unit}).text
+        except httpx.RemoteProtocolError:
+            return client.get("/", headers={"X-Unit-Id": unit}).text
 
     def wait_for(self, expected: set[str], timeout: float = 10.0) -> Counter[str]:
         """Poll until the old worker is gone and every answer is in ``expected``."""
