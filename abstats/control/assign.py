@@ -8,8 +8,9 @@ Exp(1) draws, so ``-ln(u_v)/w_v`` is Exp(w_v) and the minimum falls on ``v`` wit
 weights change only the scores of the changed variants move, so a unit moves only *into* a variant
 whose weight grew or *out of* one whose weight shrank (relative to the others).
 
-The request path reads no database: experiment configs are cached in-process for
-``CONFIG_TTL_SECONDS`` and exposures go to a queue that a background thread writes in batches
+The request path reads no database: experiment configs are cached in-process
+(``RefreshingCache``: reloaded in the background, at most ``CONFIG_MAX_AGE_SECONDS`` old) and
+exposures go to a queue that a background thread writes in batches
 (``abstats.ingest.service.store_exposures``, COPY), one exposure per unit and weight epoch.
 """
 
@@ -37,7 +38,12 @@ from abstats.experiments import repository
 from abstats.ingest.service import ExposureRecord, store_exposures
 from abstats.logging import get_logger
 
-CONFIG_TTL_SECONDS = 2.0
+# A config is reloaded in the background once it is CONFIG_TTL_SECONDS old and never served
+# older than CONFIG_MAX_AGE_SECONDS: a weight change made by another process (the scheduler)
+# reaches /assign within 2 s, which keeps exposures stamped after a change from being assigned
+# under the old weights for long (the SRM check compares them with the weight history by time).
+CONFIG_TTL_SECONDS = 1.5
+CONFIG_MAX_AGE_SECONDS = 2.0
 V = TypeVar("V")
 _TWO_64 = float(2**64)
 _log = get_logger(__name__)
@@ -206,7 +212,7 @@ def _load_config_blocking(key: str) -> AssignmentConfig:
 
 
 config_cache: RefreshingCache[AssignmentConfig] = RefreshingCache(
-    _load_config_blocking, ttl=CONFIG_TTL_SECONDS, max_stale=2 * CONFIG_TTL_SECONDS
+    _load_config_blocking, ttl=CONFIG_TTL_SECONDS, max_stale=CONFIG_MAX_AGE_SECONDS
 )
 
 
