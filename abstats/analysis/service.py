@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -512,6 +512,9 @@ def _compare(
     """Two-sided test of "no effect", or (``non_inferiority``) the one-sided test that the
     treatment is not worse than the control by the metric's margin."""
     margin, margin_relative = _margin(metric)
+    if margin is not None and not margin_relative:
+        # on the absolute scale the margin is the effect that matters: tune the mixture to it
+        design = replace(design, mde_absolute=abs(margin))
     quantile = QUANTILES.get(metric.statistic or "") if metric.kind == "latency" else None
     alternative = "two-sided"
     if non_inferiority:

@@ -681,7 +681,9 @@ def compare_stratified(
         test = "delta_method"  # a non-positive estimate: the lift itself, by the delta method
     chosen = (log_ratio if use_log else relative_effect) if relative else absolute
     mde = None
-    if design.mde_relative is not None:
+    if not relative and design.mde_absolute is not None:
+        mde = design.mde_absolute
+    elif design.mde_relative is not None:
         if not relative:
             mde = design.mde_relative * abs(c)
         else:

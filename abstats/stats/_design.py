@@ -29,6 +29,11 @@ class InferenceDesign:
     mde_relative : float or None
         Minimum detectable relative effect (0.02 for "2%"); tunes the always-valid mixture when
         ``max_units_per_variant`` is not given.
+    mde_absolute : float or None
+        Minimum detectable absolute effect (a difference); tunes the mixture of tests reported on
+        the absolute scale (``relative=False``). Without it, ``mde_relative`` times the control's
+        value is used, which is tiny, and so the confidence sequence very wide, for a metric near
+        0 such as an error rate; the analysis sets it to an absolute guardrail margin.
     max_units_per_variant : int or None
         Planned maximum units per variant. Required for ``group_sequential``. For
         ``always_valid`` it tunes the mixture so that the confidence sequence is tightest there.
@@ -58,6 +63,7 @@ class InferenceDesign:
     min_units_per_variant: int = 2
     min_information_increment: float = 0.01
     calibrate_to_horizon: bool = True
+    mde_absolute: float | None = None  # last, so positional construction keeps its meaning
 
     def __post_init__(self) -> None:
         if self.method not in ("always_valid", "group_sequential", "fixed"):
@@ -68,6 +74,10 @@ class InferenceDesign:
             self.mde_relative > 0 and math.isfinite(self.mde_relative)
         ):
             raise ValueError("mde_relative must be > 0")
+        if self.mde_absolute is not None and not (
+            self.mde_absolute > 0 and math.isfinite(self.mde_absolute)
+        ):
+            raise ValueError("mde_absolute must be > 0")
         if self.max_units_per_variant is not None and self.max_units_per_variant < 2:
             raise ValueError("max_units_per_variant must be >= 2")
         if self.method == "group_sequential" and self.max_units_per_variant is None:

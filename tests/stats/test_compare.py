@@ -538,3 +538,22 @@ def test_strata_without_data_are_left_out() -> None:
     )  # fmt: skip
     assert thin.status == "not_enough_data"
     assert "usable strata" in thin.message
+
+
+def test_an_absolute_mde_tunes_absolute_scale_intervals_near_zero() -> None:
+    """An error rate near 0 on the absolute scale: the relative MDE times the control's rate is a
+    tiny effect, and a mixture tuned to it gives a confidence sequence tens of times wider than
+    the fixed interval; tuned to an absolute MDE (the guardrail's margin) it is close to it."""
+    control, treatment = ProportionStats(20_000, 30), ProportionStats(20_000, 60)
+    kwargs = {"alternative": "two-sided", "relative": False}
+    fixed = compare(control, treatment, design=InferenceDesign("fixed"), **kwargs)
+    derived = compare(control, treatment, design=InferenceDesign(), **kwargs)
+    tuned = compare(control, treatment, design=InferenceDesign(mde_absolute=0.01), **kwargs)
+    width = {id(r): r.ci_upper - r.ci_lower for r in (fixed, derived, tuned)}
+    for r in (derived, tuned):
+        assert r.absolute_effect == pytest.approx(0.0015)
+        assert r.ci_lower < r.absolute_effect < r.ci_upper
+        assert width[id(r)] > width[id(fixed)]  # an always-valid interval is never narrower
+    assert width[id(derived)] > 20 * width[id(fixed)]
+    assert width[id(tuned)] < 3 * width[id(fixed)]
+    assert tuned.p_value >= fixed.p_value

@@ -27,6 +27,8 @@ from abstats.stats._group_sequential import _Recursion, _solve_boundary
         ({"method": "bayesian"}, "unknown inference method"),
         ({"alpha": 0.0}, "alpha"),
         ({"mde_relative": -0.1}, "mde_relative"),
+        ({"mde_absolute": 0.0}, "mde_absolute"),
+        ({"mde_absolute": math.inf}, "mde_absolute"),
         ({"max_units_per_variant": 1}, "max_units_per_variant"),
         ({"method": "group_sequential"}, "needs max_units_per_variant"),
         ({"mde_relative": None}, "needs mde_relative"),
