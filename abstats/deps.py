@@ -33,7 +33,10 @@ def get_session() -> Iterator[Session]:
         session.close()
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the commit (and its failure, a 503) happens before the response is sent.
+# With FastAPI's default ("request") the code after ``yield`` runs after the response: a failed
+# commit would follow a 200 (seen in the outage test as "response already started").
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def _bearer(request: Request) -> str:
