@@ -28,7 +28,14 @@ class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     """Route stdlib and structlog records through one renderer to stderr."""
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(
+            colors=False,
+            # not rich's traceback with every frame's locals: rendering one took ~10 s (while
+            # holding the event loop) and 11,000 lines in the outage test
+            exception_formatter=structlog.dev.plain_traceback,
+        )
     )
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
