@@ -153,10 +153,17 @@ def copy_insert(session: Session, table: EventTable, rows: Sequence[tuple[Any, .
         # Raw DB-API errors bypass SQLAlchemy's wrapping: map "the server is gone" (and
         # serialization/deadlock failures, which are OperationalErrors too) to a retryable 503.
         # A server that dies during COPY can surface as a bare DatabaseError ("server closed the
-        # connection unexpectedly", seen in the outage test), so a closed connection counts too.
-        if not (isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError) or raw.closed):
+        # connection unexpectedly", seen twice in the outage test) while ``raw.closed`` is still
+        # 0: SQLAlchemy's dialect recognises those messages, and the error carries no SQLSTATE.
+        disconnected = bool(raw.closed) or session.get_bind().dialect.is_disconnect(exc, raw, cur)
+        if not (
+            disconnected
+            or isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError)
+            # an error the server did not report (no SQLSTATE) is the connection's, not the data's
+            or exc.pgcode is None
+        ):
             raise
-        if raw.closed:
+        if disconnected:
             # Tell SQLAlchemy, so the rollback that follows is a no-op rather than a second
             # error on a dead socket, and the pool drops the connection.
             session.connection().invalidate(exc)
