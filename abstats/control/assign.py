@@ -130,7 +130,7 @@ class RefreshingCache(Generic[V]):
     - ``invalidate`` also voids loads already in flight, so a reload that read the database just
       before a weight change cannot store the old value after it.
 
-    ``get`` runs on the event loop; ``invalidate`` and ``put`` may be called from any thread.
+    ``get`` runs on the event loop; ``invalidate`` may be called from any thread.
     """
 
     def __init__(self, load: Callable[[str], V], *, ttl: float, max_stale: float) -> None:
@@ -148,12 +148,6 @@ class RefreshingCache(Generic[V]):
         if hit is not None and time.monotonic() - hit[0] < self.ttl:
             return hit[1]
         return None
-
-    def put(self, key: str, value: V) -> None:
-        with self._lock:
-            if len(self._entries) > 10_000:
-                self._entries.clear()
-            self._entries[key] = (time.monotonic(), value)
 
     def invalidate(self, key: str | None = None) -> None:
         with self._lock:
