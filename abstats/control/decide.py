@@ -123,10 +123,6 @@ Allocator = Callable[[MetricResult, Sequence[str], float, int], dict[str, float]
 # --- formatting ---------------------------------------------------------------------------------
 
 
-_p = describe.p_value
-describe_effect = describe.effect
-
-
 def _adjusted(c: Comparison) -> float | None:
     return c.p_value_adjusted if c.p_value_adjusted is not None else c.p_value
 
@@ -137,19 +133,19 @@ def describe_primary(metric: MetricResult, c: Comparison, alpha: float) -> str:
     relation = "<" if p is not None and p < alpha else ">="
     adjusted = " after Holm" if c.p_value_adjusted is not None else ""
     return (
-        f"{c.variant} {metric.metric} {describe_effect(c)}, "
-        f"{label} p={_p(p)} {relation} {alpha:g}{adjusted}"
+        f"{c.variant} {metric.metric} {describe.effect(c)}, "
+        f"{label} p={describe.p_value(p)} {relation} {alpha:g}{adjusted}"
     )
 
 
 def describe_guardrail(metric: MetricResult, c: Comparison) -> str:
     margin = f" (margin {c.margin})" if c.margin else ""
     if c.worse:
-        return f"{metric.metric} worse in {c.variant}: {describe_effect(c)}{margin}"
+        return f"{metric.metric} worse in {c.variant}: {describe.effect(c)}{margin}"
     if c.non_inferior:
         return f"{metric.metric} non-inferior{margin}"
     return (
-        f"{metric.metric} not yet shown non-inferior in {c.variant}: {describe_effect(c)}{margin}"
+        f"{metric.metric} not yet shown non-inferior in {c.variant}: {describe.effect(c)}{margin}"
     )
 
 
@@ -285,7 +281,7 @@ def _evaluate(
     if snapshot.srm is not None and snapshot.srm.flagged:
         srm = snapshot.srm
         text = (
-            f"invalid: SRM (p={_p(srm.p_value)} < {srm.threshold:g}; observed "
+            f"invalid: SRM (p={describe.p_value(srm.p_value)} < {srm.threshold:g}; observed "
             f"{dict(srm.observed)}, expected { ({k: round(v, 1) for k, v in srm.expected.items()}) })"
         )
         evidence = {"trigger": "srm", "srm": srm.model_dump(mode="json")}
@@ -579,7 +575,7 @@ def _ramp_step(
             if c is None or c.non_inferior is not True:
                 pending.append(
                     f"{m.metric} in {v}"
-                    + (f" ({describe_effect(c)})" if c is not None else " (no result)")
+                    + (f" ({describe.effect(c)})" if c is not None else " (no result)")
                 )
             else:
                 proven.append((m, c))

@@ -6,8 +6,9 @@ from datetime import timedelta
 
 import pytest
 
+from abstats.analysis.describe import effect as describe_effect
 from abstats.analysis.snapshot import Comparison
-from abstats.control.decide import decide, describe_effect
+from abstats.control.decide import decide
 from abstats.experiments.specs import Policy
 from tests.control.snapshots import (
     T0,
