@@ -29,6 +29,8 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -99,28 +101,24 @@ def csv_text(rows: list[tuple[Any, ...]]) -> str:
     return buf.getvalue()
 
 
-def raw_copy(dsn: str, chunks: list[str], concurrency: int) -> float:
-    """COPY pre-rendered CSV chunks over ``concurrency`` connections; one commit per chunk."""
-    work = list(enumerate(chunks))
+def timed_workers(
+    items: list[Any],
+    concurrency: int,
+    open_worker: Callable[[], AbstractContextManager[Callable[[Any], None]]],
+) -> float:
+    """Seconds for ``concurrency`` threads to drain ``items``; each thread opens its own
+    connection with ``open_worker()`` (a context manager yielding ``write(item)``)."""
+    work = list(items)
     lock = threading.Lock()
 
     def worker() -> None:
-        conn = psycopg2.connect(dsn)
-        try:
+        with open_worker() as write:
             while True:
                 with lock:
                     if not work:
                         return
-                    _, chunk = work.pop()
-                with conn.cursor() as cur:
-                    cur.copy_expert(
-                        f"COPY prediction ({COPY_COLUMNS}) FROM STDIN WITH (FORMAT csv)",
-                        io.StringIO(chunk),
-                        size=1 << 18,
-                    )
-                conn.commit()
-        finally:
-            conn.close()
+                    item = work.pop()
+                write(item)
 
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     start = time.perf_counter()
@@ -129,6 +127,30 @@ def raw_copy(dsn: str, chunks: list[str], concurrency: int) -> float:
     for t in threads:
         t.join()
     return time.perf_counter() - start
+
+
+def raw_copy(dsn: str, chunks: list[str], concurrency: int) -> float:
+    """COPY pre-rendered CSV chunks over ``concurrency`` connections; one commit per chunk."""
+
+    @contextmanager
+    def copier() -> Iterator[Callable[[str], None]]:
+        conn = psycopg2.connect(dsn)
+
+        def write(chunk: str) -> None:
+            with conn.cursor() as cur:
+                cur.copy_expert(
+                    f"COPY prediction ({COPY_COLUMNS}) FROM STDIN WITH (FORMAT csv)",
+                    io.StringIO(chunk),
+                    size=1 << 18,
+                )
+            conn.commit()
+
+        try:
+            yield write
+        finally:
+            conn.close()
+
+    return timed_workers(chunks, concurrency, copier)
 
 
 def store_path(engine: Any, row_batches: list[list[tuple[Any, ...]]], concurrency: int) -> float:
@@ -139,26 +161,17 @@ def store_path(engine: Any, row_batches: list[list[tuple[Any, ...]]], concurrenc
 
     from abstats.ingest.repository import PREDICTION, copy_insert
 
-    work = list(row_batches)
-    lock = threading.Lock()
-
-    def worker() -> None:
+    @contextmanager
+    def storer() -> Iterator[Callable[[list[tuple[Any, ...]]], None]]:
         with Session(engine) as session:
-            while True:
-                with lock:
-                    if not work:
-                        return
-                    rows = work.pop()
+
+            def write(rows: list[tuple[Any, ...]]) -> None:
                 copy_insert(session, PREDICTION, rows)
                 session.commit()
 
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - start
+            yield write
+
+    return timed_workers(row_batches, concurrency, storer)
 
 
 def load_generator(url: str, key: str, bodies: list[bytes], concurrency: int, out: Any) -> None:
