@@ -161,6 +161,16 @@ def unused_key(client: Client, base: str) -> str:
     raise SystemExit("too many demo experiments; remove the data dir to start afresh")
 
 
+def announce_new(
+    decisions: list[dict[str, Any]], seen: set[int], say: Callable[[str], None]
+) -> None:
+    """Print, oldest first, the decisions (listed newest first by the API) not printed yet."""
+    for decision in reversed(decisions):
+        if decision["id"] not in seen:
+            seen.add(decision["id"])
+            say(describe_decision(decision))
+
+
 def describe_decision(decision: dict[str, Any]) -> str:
     after = decision.get("weights_after") or {}
     total = sum(after.values()) or 1.0
@@ -221,11 +231,11 @@ def simulate(
                 client.log_outcome(key, **_event_fields(event))
             if time.monotonic() - last_poll >= 1.0:
                 last_poll = time.monotonic()
-                for decision in reversed(client.decisions(key)):
-                    if decision["id"] not in seen:
-                        seen.add(decision["id"])
-                        say(describe_decision(decision))
+                # status first: a decision commits with its status change, so the decisions read
+                # next include the one that ended the experiment (read the other way round, a
+                # promotion landing between the two reads was never printed)
                 status = client.get_experiment(key)["status"]
+                announce_new(client.decisions(key), seen, say)
             stats = simulator.stats
             bar.update(
                 task,

@@ -80,7 +80,10 @@ def test_promote_scenario_ramps_up_and_promotes_v2(demo_env: tuple[str, Path]) -
     assert all(d["snapshot_id"] is not None for d in decisions if d["actor"] == "policy")
     # every prediction the simulator made went through the client and is stored exactly once
     assert _count(url, "prediction", summary["key"]) == summary["requests"]
-    assert any("promote by policy" in line for line in lines)
+    # the demo printed every decision as it happened, the final promotion included
+    printed = [line for line in lines if line.startswith("[") and " by " in line]
+    assert [line.split("] ", 1)[1].split(" ", 1)[0] for line in printed] == actions, lines
+    assert "promote by policy" in printed[-1]
     assert any(line.startswith("report: ") for line in lines)
 
 
@@ -96,6 +99,7 @@ def test_regression_scenario_rolls_back_on_latency(demo_env: tuple[str, Path]) -
     assert last["action"] == "rollback"
     assert "latency_p95 worse" in str(last["reason"])
     assert last["weights_after"] == {"v1": 100.0, "v2": 0.0}
+    assert any("rollback by policy" in line for line in lines), lines
     assert _count(url, "prediction", summary["key"]) == summary["requests"]
 
 
