@@ -143,12 +143,16 @@ http {{
             return client.get("/", headers={"X-Unit-Id": unit}).text
 
     def wait_for(self, expected: set[str], timeout: float = 10.0) -> Counter[str]:
-        """Poll until the old worker is gone and every answer is in ``expected``."""
+        """Poll until the reload has taken effect: exactly ``expected`` answer, and two reads in
+        a row agree (a reload is asynchronous; a read while the old worker still answered once
+        mixed the old split, all v1, with the new one)."""
         deadline = time.monotonic() + timeout
+        previous: Counter[str] | None = None
         while True:
             hits = self.hits()
-            if set(hits) <= expected or time.monotonic() > deadline:
+            if (set(hits) == expected and hits == previous) or time.monotonic() > deadline:
                 return hits
+            previous = hits
             time.sleep(0.1)
 
 
@@ -205,6 +209,7 @@ def test_config_rejected_by_nginx_t_keeps_the_old_file_and_pauses(
         make_experiment(session, "edge2", router=router, policy={"ramp": None})
         service.start(session, "edge2", actor="key:ops")
     assert deliver_pending(committed) == 1
+    assert set(nginx.wait_for({"v1", "v2"})) == {"v1", "v2"}  # the 50/50 split is live
     before = nginx.include.read_text()
     # an operator typo in the hash key (missing closing brace): nginx -t rejects the include
     bad = {"backend": "nginx", "config": {**nginx.router_config(good), "key": "${http_x_unit_id"}}
