@@ -282,7 +282,7 @@ def _evaluate(
         srm = snapshot.srm
         text = (
             f"invalid: SRM (p={describe.p_value(srm.p_value)} < {srm.threshold:g}; observed "
-            f"{dict(srm.observed)}, expected { ({k: round(v, 1) for k, v in srm.expected.items()}) })"
+            f"{describe.counts(srm.observed)}, expected {describe.counts(srm.expected, 1)})"
         )
         evidence = {"trigger": "srm", "srm": srm.model_dump(mode="json")}
         if policy.on_srm == "pause":
