@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import Engine
@@ -12,6 +13,25 @@ from sqlalchemy.orm import Session
 from abstats.db.models import AnalysisSnapshot, Experiment
 from abstats.experiments import repository
 from abstats.experiments.schemas import parse_create
+
+T = TypeVar("T")
+
+
+def until_settled(
+    read: Callable[[], T], done: Callable[[T], bool], *, timeout: float, interval: float
+) -> T:
+    """Poll ``read`` until ``done`` holds for two reads in a row that agree (or ``timeout``
+    passes), and return the last read. A router applies a change asynchronously (an nginx
+    reload, a flagd file reload), so one read can mix the old and the new split."""
+    deadline = time.monotonic() + timeout
+    previous: T | None = None
+    while True:
+        value = read()
+        if (value == previous and done(value)) or time.monotonic() > deadline:
+            return value
+        previous = value
+        time.sleep(interval)
+
 
 METRICS = [
     {

@@ -4,9 +4,8 @@ provider in in-process file mode (the real evaluator, not ours) yields the new s
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from abstats.control import service
 from abstats.control.outbox import deliver_pending
-from tests.control.conftest import make_experiment
+from tests.control.conftest import make_experiment, until_settled
 
 openfeature = pytest.importorskip("openfeature")
 from openfeature import api  # noqa: E402
@@ -66,19 +65,12 @@ def _split(client: object) -> Counter[str]:
     )
 
 
-def _wait(client: object, done: object, timeout: float = 10.0) -> Counter[str]:
-    """The split once ``done`` holds for two reads in a row that agree: the provider reloads
-    the file while a 4,000-unit read is under way, so one read can mix the old and new splits
-    (seen once in CI: 2,817 of 4,000 instead of about 3,000)."""
-    deadline = time.monotonic() + timeout
-    previous: Counter[str] | None = None
-    while True:
-        split = _split(client)
-        settled = split == previous and done(split)  # type: ignore[operator]
-        if settled or time.monotonic() > deadline:
-            return split
-        previous = split
-        time.sleep(0.2)
+def _wait(
+    client: object, done: Callable[[Counter[str]], bool], timeout: float = 10.0
+) -> Counter[str]:
+    """The split once it has settled (seen once in CI: a read during the provider's file reload
+    gave 2,817 of 4,000 instead of about 3,000)."""
+    return until_settled(lambda: _split(client), done, timeout=timeout, interval=0.2)
 
 
 def test_flagd_provider_reads_the_new_split(

@@ -24,7 +24,7 @@ from abstats.control import service
 from abstats.control.outbox import deliver_pending
 from abstats.control.routers.nginx import NginxRouter
 from abstats.db.models import Decision, Experiment
-from tests.control.conftest import make_experiment
+from tests.control.conftest import make_experiment, until_settled
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 pytestmark = pytest.mark.skipif(
@@ -143,17 +143,11 @@ http {{
             return client.get("/", headers={"X-Unit-Id": unit}).text
 
     def wait_for(self, expected: set[str], timeout: float = 10.0) -> Counter[str]:
-        """Poll until the reload has taken effect: exactly ``expected`` answer, and two reads in
-        a row agree (a reload is asynchronous; a read while the old worker still answered once
-        mixed the old split, all v1, with the new one)."""
-        deadline = time.monotonic() + timeout
-        previous: Counter[str] | None = None
-        while True:
-            hits = self.hits()
-            if (set(hits) == expected and hits == previous) or time.monotonic() > deadline:
-                return hits
-            previous = hits
-            time.sleep(0.1)
+        """The answers once exactly ``expected`` answer and the split has settled (a read while
+        the old worker still answered once mixed the old all-v1 split with the new one)."""
+        return until_settled(
+            self.hits, lambda hits: set(hits) == expected, timeout=timeout, interval=0.1
+        )
 
 
 @pytest.fixture
