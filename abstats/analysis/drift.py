@@ -25,11 +25,12 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from abstats.analysis.rollup import lock_analysis, safe_heads
-from abstats.analysis.snapshot import DriftCheck
 from abstats.db.models import DriftReference, DriftState, Experiment
+from abstats.engine.snapshot import DriftCheck
+from abstats.engine.specs import MetricSpec
 from abstats.errors import FieldProblem, InvalidInput
 from abstats.experiments import repository
-from abstats.experiments.specs import MetricSpec
+from abstats.experiments.state import experiment_spec
 from abstats.logging import get_logger
 from abstats.stats import DriftResult, drift_check, flag_drift
 
@@ -341,7 +342,7 @@ def run_drift(
     window (empty when the reference or the window is not complete yet)."""
     experiment = repository.get_experiment(session, experiment_key)
     config = config or DriftConfig.for_experiment(experiment)
-    metrics = [MetricSpec.model_validate(m) for m in experiment.metrics or []]
+    metrics = list(experiment_spec(experiment).metrics)
     lock_analysis(session, experiment.id)
     heads, blocking = safe_heads(session, experiment.id, wait_seconds=wait_seconds)
     if heads is None:

@@ -59,7 +59,7 @@ from typing import Literal
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from abstats.experiments.specs import MetricSpec
+from abstats.engine.specs import MetricSpec
 from abstats.logging import get_logger
 from abstats.stats import log_spaced_bin_edges
 

@@ -14,11 +14,11 @@ from abstats.analysis.rollup import (
     lock_analysis,
     roll_up,
 )
-from abstats.analysis.service import parse_experiment_specs
 from abstats.cli.main import app, fail
 from abstats.db.engine import session_scope
 from abstats.errors import AbstatsError
 from abstats.experiments import repository
+from abstats.experiments.state import experiment_spec
 
 analysis_app = typer.Typer(help="Analysis snapshots and rollups.", no_args_is_help=True)
 app.add_typer(analysis_app, name="analysis")
@@ -70,8 +70,7 @@ def rebuild(key: str = typer.Argument(..., help="Experiment key.")) -> None:
     try:
         with session_scope() as session:
             experiment = repository.get_experiment(session, key)
-            metrics, _ = parse_experiment_specs(experiment)
-            plan = RollupPlan.from_metrics(metrics)
+            plan = RollupPlan.from_metrics(list(experiment_spec(experiment).metrics))
             lock_analysis(session, experiment.id)
             incremental = roll_up(session, experiment.id, plan).current  # up to date first
             before = rollup_digest(session, experiment.id)

@@ -19,20 +19,26 @@ from pydantic import ValidationError
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from abstats.analysis.snapshot import SnapshotResult
-from abstats.control import policy as ramp
 from abstats.control.assign import config_cache
-from abstats.control.decide import Action, ExperimentState, PastDecision, decide
 from abstats.db.models import AnalysisSnapshot, Decision, Experiment, OutboxItem
+from abstats.engine import ramp
+from abstats.engine.rules import Action, decide
+from abstats.engine.snapshot import SnapshotResult
+from abstats.engine.specs import Policy
 from abstats.errors import Conflict, FieldProblem, InvalidInput
 from abstats.experiments import repository
 from abstats.experiments.schemas import policy_problems, raise_problems, validation_problems
-from abstats.experiments.specs import MetricSpec, Policy
-from abstats.experiments.state import StateChange, change_state, current_weights, validate_weights
+from abstats.experiments.state import (
+    StateChange,
+    change_state,
+    current_weights,
+    experiment_spec,
+    experiment_state,
+    validate_weights,
+)
 from abstats.logging import get_logger
 
 POLICY_ACTOR = "policy"
-HISTORY_DEPTH = 20
 _log = get_logger(__name__)
 
 
@@ -61,35 +67,7 @@ def enqueue_router(
 
 
 def load_policy(experiment: Experiment) -> Policy:
-    return Policy.model_validate(experiment.policy or {})
-
-
-def experiment_state(session: Session, experiment: Experiment) -> ExperimentState:
-    epoch = repository.current_epoch(session, experiment.id)
-    if epoch is None:
-        raise Conflict(f"Experiment {experiment.key!r} has no weight history.")
-    history = [
-        PastDecision(
-            action=d.action,
-            actor=d.actor,
-            applied=d.applied,
-            snapshot_id=d.snapshot_id,
-            status_after=d.status_after,
-            weights_after=d.weights_after,
-            created_at=d.created_at,
-        )
-        for d in repository.list_decisions(session, experiment.id, limit=HISTORY_DEPTH)
-    ]
-    return ExperimentState(
-        status=experiment.status,
-        control=experiment.control_variant,
-        variants=tuple(v.key for v in experiment.variants),
-        weights={k: float(w) for k, w in epoch.weights.items()},
-        weight_epoch=epoch.epoch,
-        epoch_started_at=epoch.started_at,
-        retired=frozenset(v.key for v in experiment.variants if v.retired),
-        history=tuple(history),
-    )
+    return experiment_spec(experiment).policy
 
 
 @dataclass(frozen=True)
@@ -113,8 +91,8 @@ def evaluate_snapshot(
     the pipeline (or a second scheduler) cannot apply an action twice.
     """
     now = now or datetime.now(UTC)
-    policy = load_policy(experiment)
     session.refresh(experiment, with_for_update=True)  # serialise decision steps per experiment
+    policy = load_policy(experiment)
     result = SnapshotResult.model_validate(snapshot.result)
     state = experiment_state(session, experiment)
     action = decide(result, policy, state, now=now, snapshot_id=snapshot.id)
@@ -176,7 +154,7 @@ def _reason(reason: str | None, default: str) -> str:
 
 def start(session: Session, key: str, *, actor: str, reason: str | None = None) -> Decision:
     """draft -> running. With a ramp, the candidates start at the first ramp step (split equally
-    among them, see ``abstats.control.policy``)."""
+    among them, see ``abstats.engine.ramp``)."""
     experiment = repository.get_experiment(session, key, for_update=True)
     if experiment.status != "draft":
         raise Conflict(
@@ -380,8 +358,7 @@ def put_policy(session: Session, key: str, body: Any) -> dict[str, Any]:
         raise_problems("policy", problems)
         raise  # unreachable: raise_problems raised
     experiment = repository.get_experiment(session, key, for_update=True)
-    metrics = [MetricSpec.model_validate(m) for m in experiment.metrics]
-    raise_problems("policy", policy_problems(policy, metrics))
+    raise_problems("policy", policy_problems(policy, list(experiment_spec(experiment).metrics)))
     experiment.policy = policy.model_dump(mode="json")
     experiment.updated_at = datetime.now(UTC)
     session.flush()

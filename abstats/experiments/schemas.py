@@ -13,8 +13,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from abstats.engine.specs import NAME_PATTERN, MetricSpec, Policy
 from abstats.errors import FieldProblem, InvalidInput
-from abstats.experiments.specs import NAME_PATTERN, MetricSpec, Policy, RouterSpec
+from abstats.experiments.specs import RouterSpec
 
 EXPERIMENT_KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 

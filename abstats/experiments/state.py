@@ -13,10 +13,15 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from abstats.db.models import Decision, Experiment, OutboxItem
+from abstats.engine.rules import ExperimentState, PastDecision
+from abstats.engine.specs import ExperimentSpec, SpecProblems
 from abstats.errors import Conflict, FieldProblem, InvalidInput
 from abstats.experiments import repository
 
-# Allowed status transitions (DESIGN.md section 1): draft -> running <-> paused -> concluded | rolled_back
+# How many past decisions the rule table sees (it looks at the newest only, to drop repeats).
+HISTORY_DEPTH = 20
+
+# Allowed status transitions (docs/concepts.md): draft -> running <-> paused -> concluded | rolled_back
 TRANSITIONS: dict[str, set[str]] = {
     "draft": {"running"},
     "running": {"paused", "concluded", "rolled_back"},
@@ -24,6 +29,54 @@ TRANSITIONS: dict[str, set[str]] = {
     "concluded": set(),
     "rolled_back": set(),
 }
+
+
+def experiment_spec(experiment: Experiment) -> ExperimentSpec:
+    """The stored experiment as the engine reads it, parsed once per run; a 422 naming every
+    field that no longer validates."""
+    try:
+        return ExperimentSpec.parse(
+            key=experiment.key,
+            control=experiment.control_variant,
+            variants=[v.key for v in experiment.variants],
+            retired=[v.key for v in experiment.variants if v.retired],
+            metrics=experiment.metrics or [],
+            policy=experiment.policy or {},
+        )
+    except SpecProblems as exc:
+        raise InvalidInput(
+            str(exc), errors=[FieldProblem(field, message) for field, message in exc.problems]
+        ) from exc
+
+
+def experiment_state(session: Session, experiment: Experiment) -> ExperimentState:
+    """Status, current weights and epoch, retired variants and recent decisions: what the rule
+    table needs to know of the experiment besides its snapshot."""
+    epoch = repository.current_epoch(session, experiment.id)
+    if epoch is None:
+        raise Conflict(f"Experiment {experiment.key!r} has no weight history; start it first.")
+    history = [
+        PastDecision(
+            action=d.action,
+            actor=d.actor,
+            applied=d.applied,
+            snapshot_id=d.snapshot_id,
+            status_after=d.status_after,
+            weights_after=d.weights_after,
+            created_at=d.created_at,
+        )
+        for d in repository.list_decisions(session, experiment.id, limit=HISTORY_DEPTH)
+    ]
+    return ExperimentState(
+        status=experiment.status,
+        control=experiment.control_variant,
+        variants=tuple(v.key for v in experiment.variants),
+        weights={k: float(w) for k, w in epoch.weights.items()},
+        weight_epoch=epoch.epoch,
+        epoch_started_at=epoch.started_at,
+        retired=frozenset(v.key for v in experiment.variants if v.retired),
+        history=tuple(history),
+    )
 
 
 @dataclass(frozen=True)

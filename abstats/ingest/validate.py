@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from abstats.config import Settings
-from abstats.experiments.specs import NAME_PATTERN
+from abstats.engine.specs import NAME_PATTERN
 
 EVENT_TYPES = ("exposure", "prediction", "outcome")
 _COMMON = ("type", "message_id", "experiment", "unit_id", "timestamp")

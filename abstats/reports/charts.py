@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from html import escape
 
+from abstats.engine import words
+
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#ff9da7", "#9c755f")
 GOOD = "#1a7f37"
 BAD = "#cf222e"
@@ -50,13 +52,7 @@ def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
 
 
 def _fmt(value: float, percent: bool) -> str:
-    if percent:
-        return f"{value * 100:+.0f}%" if abs(value) >= 0.1 else f"{value * 100:+.1f}%"
-    if value == 0:
-        return "0"
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.3g}"
+    return words.tick(value, percent)
 
 
 def _time_label(moment: datetime, span_seconds: float) -> str:
@@ -188,7 +184,9 @@ def effect_over_time(
         )
     desc = (
         f"{len(points)} {'analysis' if single else 'analyses'}; latest effect "
-        f"{_fmt(last[1], relative)} [{_fmt(last[2], relative)}, {_fmt(last[3], relative)}]"
+        + words.effect_parts(
+            "relative" if relative else "absolute", last[1], last[1], last[2], last[3]
+        )
         + (
             "; intervals beyond the range shown are cut off at the edge of the chart"
             if clipped

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from abstats.analysis.snapshot import SnapshotResult
+from abstats.engine import words
+from abstats.engine.snapshot import SnapshotResult
+from abstats.engine.specs import Policy
 from abstats.stats import required_units_per_arm
 
 VerdictKind = Literal[
     "ship", "rolled_back", "keep_running", "inconclusive", "invalid", "paused", "draft"
 ]
-_Z95 = 1.959963984540054
 # Units seen in two variants: a ramp moves some by design (a unit leaves a variant whose weight
 # shrank); more than this share points at an assignment problem (e.g. a router not sticky).
 MIXED_EXPOSURE_LIMIT = 0.05
@@ -38,11 +39,14 @@ class ExperimentInfo:
     control: str
     winner: str | None
     variants: list[dict[str, Any]]  # key, model_version, metadata, retired
-    metrics: list[dict[str, Any]]  # the metric specs as configured
-    policy: dict[str, Any]
+    metrics: list[dict[str, Any]]  # the metric specs as configured (shown in the setup)
+    policy: Policy  # typed once (``abstats.experiments.state.experiment_spec``)
     router: dict[str, Any]
     started_at: datetime | None
     ended_at: datetime | None
+    policy_spec: Policy = field(
+        default_factory=Policy
+    )  # the same, typed: what the report computes with
 
 
 @dataclass(frozen=True)
@@ -183,13 +187,23 @@ def build_report(inputs: ReportInputs) -> Report:
 
 
 def verdict(inputs: ReportInputs, results: list[ResultRow]) -> Verdict:
+    """The banner: a title and one plain sentence, from the same snapshot as the table."""
     exp, snap = inputs.experiment, inputs.snapshot
     last = inputs.decisions[-1] if inputs.decisions else None
-    reason = last.reason if last else ""
+    ended = f" {_how(last)} at {words.clock(last.created_at)}" if last else ""
     if exp.status == "concluded" and exp.winner:
-        return Verdict("ship", f"Ship {exp.winner}", reason or f"{exp.winner} was promoted.")
+        gains = words.verdict_gains(exp.winner, results)
+        limits = words.verdict_limits(exp.winner, results)
+        sentence = "; ".join(p for p in (gains, limits) if p) or f"{exp.winner} was chosen"
+        return Verdict("ship", f"Ship {exp.winner}", f"{sentence}; promoted{ended}.")
     if exp.status == "rolled_back":
-        return Verdict("rolled_back", "Rolled back", reason or "The control got all traffic.")
+        candidates = list(dict.fromkeys(r.variant for r in results))
+        lost = "; ".join(loss for v in candidates if (loss := words.verdict_losses(v, results)))
+        gains = "; ".join(g for v in candidates if (g := words.verdict_gains(v, results)))
+        sentence = lost or (last.reason if last else "the control got all traffic")
+        if gains and lost:
+            sentence = f"{sentence}, although {gains}"
+        return Verdict("rolled_back", "Rolled back", f"{sentence}; rolled back{ended}.")
     if exp.status == "draft":
         return Verdict(
             "draft", "Not started", "The experiment is a draft; start it to collect data."
@@ -200,44 +214,47 @@ def verdict(inputs: ReportInputs, results: list[ResultRow]) -> Verdict:
         return Verdict(
             "invalid",
             "Invalid (SRM)",
-            f"Sample ratio mismatch (p={_p(snap.srm.p_value)}): the observed split does not match "
-            "the weights, so the comparison cannot be trusted. Find the cause before deciding.",
+            f"Sample ratio mismatch ({words.p_clause(snap.srm.p_value)}): the observed split "
+            "does not match the weights, so the comparison cannot be trusted. Find the cause "
+            "before deciding.",
         )
     if exp.status == "paused":
-        return Verdict("paused", "Paused", reason or "The experiment is paused.")
+        return Verdict("paused", "Paused", (last.reason if last else "paused") + ".")
     if last is not None and last.action == "hold":
-        return Verdict("inconclusive", "Inconclusive", last.reason)
+        return Verdict("inconclusive", "Inconclusive", last.reason + ".")
     return Verdict("keep_running", "Keep running", _still_needed(inputs, results))
+
+
+def _how(decision: DecisionEntry) -> str:
+    return "automatically" if decision.actor == "policy" else f"by {decision.actor}"
 
 
 def _still_needed(inputs: ReportInputs, results: list[ResultRow]) -> str:
     """'Keep running' with the units (and time at the current rate) still needed to detect the
     policy's minimum detectable effect on the primary metric with 80% power (fixed-horizon
-    sample size; an always-valid test needs somewhat more)."""
+    sample size; an always-valid test needs somewhat more). Works for every metric kind: a
+    proportion from its rate, every other kind from the per-unit standard deviation implied by
+    the control's standard error (``sd = std_error * sqrt(units)``)."""
     snap = inputs.snapshot
     assert snap is not None
     why = snap.reason or "No decision yet"
     why = why if why.endswith((".", "!", "?")) else why + "."
     policy = inputs.experiment.policy
-    mde = _relative_mde(policy.get("mde", "2%"))
+    mde = policy.mde_amount
     primary = next((r for r in results if r.role == "primary"), None)
-    if primary is None or mde is None or primary.control_value in (None, 0.0):
+    if primary is None or not mde.relative or primary.control_value in (None, 0.0):
         return why
     metric = next((m for m in snap.metrics if m.metric == primary.metric), None)
     control = metric.variants.get(inputs.experiment.control) if metric else None
     if control is None or control.value is None or control.units < 2:
         return why
     try:
-        if primary.kind in ("proportion", "error_rate") and 0 < control.value < 1:
+        if primary.kind == "proportion" and 0 < control.value < 1:
+            need = required_units_per_arm(control.value, mde.value, alpha=policy.alpha)
+        elif control.std_error is not None and control.std_error > 0:
+            sd = control.std_error * math.sqrt(control.units)
             need = required_units_per_arm(
-                control.value, mde, alpha=float(policy.get("alpha", 0.05))
-            )
-        elif control.ci_lower is not None and control.ci_upper is not None:
-            sd = math.sqrt(control.units) * (control.ci_upper - control.ci_lower) / (2 * _Z95)
-            if sd <= 0:
-                return why
-            need = required_units_per_arm(
-                control.value, mde, alpha=float(policy.get("alpha", 0.05)), kind="mean", sd=sd
+                control.value, mde.value, alpha=policy.alpha, kind="mean", sd=sd
             )
         else:
             return why
@@ -245,28 +262,17 @@ def _still_needed(inputs: ReportInputs, results: list[ResultRow]) -> str:
         return why
     have = min(primary.control_units, primary.variant_units)
     more = max(need - have, 0)
+    change = words.share(mde.value * 100)
     if more == 0:
-        return f"{why} The sample for a {mde:.0%} effect is reached ({have:,} units per variant)."
+        return f"{why} The sample for a {change} effect is reached ({have:,} units per variant)."
     text = (
-        f"{why} About {more:,} more units per variant to detect a {mde:.0%} change in "
+        f"{why} About {more:,} more units per variant to detect a {change} change in "
         f"{primary.metric} ({need:,} in all, fixed-horizon estimate)"
     )
     if snap.runtime_seconds > 0 and have > 0:
         rate = have / snap.runtime_seconds
-        text += f", about {_duration(more / rate)} at the current rate"
+        text += f", about {words.duration(more / rate)} at the current rate"
     return text + "."
-
-
-def _relative_mde(value: object) -> float | None:
-    if isinstance(value, int | float):
-        return None  # an absolute MDE: no relative sample size
-    text = str(value).strip()
-    if text.endswith("%"):
-        try:
-            return float(text[:-1]) / 100
-        except ValueError:
-            return None
-    return None
 
 
 # --- health checks ----------------------------------------------------------------------------------
@@ -287,7 +293,7 @@ def _checks(snap: SnapshotResult, now: datetime, status: str) -> list[Check]:
                 "Sample ratio",
                 not srm.flagged,
                 ("MISMATCH" if srm.flagged else "ok")
-                + f": p={_p(srm.p_value)} (flagged below {srm.threshold:g}; {srm.method})",
+                + f": {words.p_clause(srm.p_value)} (flagged below {srm.threshold:g}; {srm.method})",
                 details,
             )
         )
@@ -312,7 +318,7 @@ def _checks(snap: SnapshotResult, now: datetime, status: str) -> list[Check]:
                 if flagged
                 else f"none of {len(snap.drift)} checks flagged"
             ),
-            [f"{d.variant} {d.target}: PSI {_num(d.psi)} ({d.level})" for d in flagged],
+            [f"{d.variant} {d.target}: PSI {words.value(d.psi)} ({d.level})" for d in flagged],
         )
     )
     if snap.last_event_at is None:
@@ -323,7 +329,7 @@ def _checks(snap: SnapshotResult, now: datetime, status: str) -> list[Check]:
             Check(
                 "Data freshness",
                 age < FRESHNESS_LIMIT_SECONDS if status == "running" else None,
-                f"last event {snap.last_event_at:%Y-%m-%d %H:%M:%S} UTC ({_duration(max(age, 0))} "
+                f"last event {words.when(snap.last_event_at)} ({words.duration(age)} "
                 "before this report)",
             )
         )
@@ -415,7 +421,7 @@ def _results(snap: SnapshotResult) -> list[ResultRow]:
                     message=c.message,
                     outcome=outcome,
                     non_inferior=c.non_inferior,
-                    margin=c.margin,
+                    margin=str(c.margin) if c.margin is not None else None,
                 )
             )
     return rows
@@ -457,12 +463,12 @@ def _effects(history: list[HistoryPoint]) -> list[EffectSeries]:
     return sorted(series.values(), key=lambda s: order.get(s.role, 2))  # stable within a role
 
 
-def _inference(snap: SnapshotResult | None, policy: dict[str, Any]) -> dict[str, Any]:
+def _inference(snap: SnapshotResult | None, policy: Policy) -> dict[str, Any]:
     info: dict[str, Any] = {
-        "method": policy.get("inference", "always_valid"),
-        "alpha": policy.get("alpha", 0.05),
-        "mde": policy.get("mde", "2%"),
-        "max_units_per_variant": policy.get("max_units_per_variant"),
+        "method": policy.inference,
+        "alpha": policy.alpha,
+        "mde": str(policy.mde_amount),
+        "max_units_per_variant": policy.max_units_per_variant,
         "multiplicity": "Holm across treatments and primary metrics",
     }
     if snap is not None:
@@ -471,37 +477,3 @@ def _inference(snap: SnapshotResult | None, policy: dict[str, Any]) -> dict[str,
         info["weight_epoch"] = snap.weight_epoch
         info["runtime_seconds"] = snap.runtime_seconds
     return info
-
-
-# --- formatting helpers shared by the renderers ----------------------------------------------------------
-
-
-def _p(p: float | None) -> str:
-    if p is None or not math.isfinite(p):
-        return "n/a"
-    if p < 1e-4:
-        return f"{p:.1e}"
-    return f"{p:.4f}"
-
-
-def _num(x: float | None, digits: int = 4) -> str:
-    if x is None or not math.isfinite(x):
-        return "n/a"
-    if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
-        return f"{x:.3g}"
-    return f"{x:.{digits}g}"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
-
-
-format_p = _p
-format_number = _num
-format_duration = _duration

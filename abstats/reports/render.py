@@ -4,20 +4,14 @@ fetched), ``report.md`` and ``report.json``. Pure: no database (an import-linter
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from abstats.engine import words
 from abstats.reports import charts
-from abstats.reports.model import (
-    Report,
-    ResultRow,
-    format_duration,
-    format_number,
-    format_p,
-)
+from abstats.reports.model import Report, ResultRow
 
 _env = Environment(
     loader=PackageLoader("abstats.reports", "templates"),
@@ -115,7 +109,7 @@ def to_json_data(report: Report) -> dict[str, Any]:
         "setup": {
             "variants": exp.variants,
             "metrics": exp.metrics,
-            "policy": exp.policy,
+            "policy": exp.policy.model_dump(mode="json"),
             "router": exp.router,
             "inference": report.inference,
         },
@@ -166,9 +160,14 @@ def effect_text(r: ResultRow) -> str:
     """'+4.1% [+1.2%, +7.0%]' (relative) or '+0.012 [+0.003, +0.021]' (absolute)."""
     if r.status != "ok":
         return r.message or r.status.replace("_", " ")
-    if r.ci_scale == "relative":
-        return f"{_pct(r.relative_effect)} [{_pct(r.ci_lower)}, {_pct(r.ci_upper)}]"
-    return f"{_signed(r.absolute_effect)} [{_signed(r.ci_lower)}, {_signed(r.ci_upper)}]"
+    return words.effect_parts(
+        r.ci_scale, r.relative_effect, r.absolute_effect, r.ci_lower, r.ci_upper
+    )
+
+
+def _adjusted_p(r: ResultRow) -> str:
+    """The Holm-adjusted p-value, or a dash where nothing was adjusted (a single comparison)."""
+    return words.p_value(r.p_value_adjusted) if r.p_value_adjusted is not None else "-"
 
 
 def outcome_text(r: ResultRow) -> str:
@@ -182,39 +181,6 @@ def outcome_text(r: ResultRow) -> str:
     if r.role == "guardrail":
         return "= non-inferior" if r.non_inferior else "= no significant difference"
     return "= no significant difference"
-
-
-def _pct(value: float | None) -> str:
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    if abs(value) > 10:  # beyond +-1000%: a near-zero control rate, not a readable number
-        return ">+1000%" if value > 0 else "<-1000%"
-    if abs(value) >= 1:
-        return f"{value * 100:+.0f}%"
-    return f"{value * 100:+.1f}%"
-
-
-def _signed(value: float | None) -> str:
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    if value == 0:
-        return "0"
-    return f"{value:+.3g}"
-
-
-def _value(value: float | None) -> str:
-    return format_number(value)
-
-
-def _weights(weights: dict[str, float] | None) -> str:
-    if not weights:
-        return "-"
-    total = sum(weights.values()) or 1.0
-    return ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in weights.items())
-
-
-def _when(moment: datetime | None) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "-"
 
 
 # --- Markdown ----------------------------------------------------------------------------------------
@@ -232,9 +198,9 @@ def to_markdown(report: Report) -> str:
         "",
         f"**{VERDICT_ICON.get(v.kind, '')} {v.title}** — {v.reason}",
         "",
-        f"Status `{exp.status}`; data cut-off {_when(report.cutoff)}; snapshot "
+        f"Status `{exp.status}`; data cut-off {words.when(report.cutoff)}; snapshot "
         f"{report.snapshot_id if report.snapshot_id is not None else '-'}; "
-        f"generated {_when(report.generated_at)}.",
+        f"generated {words.when(report.generated_at)}.",
         "",
         "## Health checks",
         "",
@@ -264,12 +230,12 @@ def to_markdown(report: Report) -> str:
                     r.metric,
                     r.role,
                     r.variant,
-                    _value(r.control_value),
-                    _value(r.variant_value),
-                    _signed(r.absolute_effect),
+                    words.value(r.control_value),
+                    words.value(r.variant_value),
+                    words.num(r.absolute_effect),
                     effect_text(r),
-                    format_p(r.p_value),
-                    format_p(r.p_value_adjusted),
+                    words.p_value(r.p_value),
+                    _adjusted_p(r),
                     outcome_text(r),
                 )
             )
@@ -283,8 +249,8 @@ def to_markdown(report: Report) -> str:
     for d in report.decisions:
         applied = "" if d.applied else " (recommended, not applied)"
         lines.append(
-            f"- {_when(d.created_at)} **{d.action}**{applied} by `{d.actor}`: {d.reason} "
-            f"({_weights(d.weights_before)} -> {_weights(d.weights_after)})"
+            f"- {words.when(d.created_at)} **{d.action}**{applied} by `{d.actor}`: {d.reason} "
+            f"({words.weights(d.weights_before)} -> {words.weights(d.weights_after)})"
         )
     lines += [
         "",
@@ -321,7 +287,7 @@ def to_markdown(report: Report) -> str:
         "Policy:",
         "",
         "```json",
-        orjson.dumps(exp.policy, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode(),
+        orjson.dumps(exp.policy.model_dump(mode="json"), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode(),
         "```",
         "",
     ]
@@ -357,12 +323,12 @@ def to_html(report: Report) -> str:
         rows.append(
             {
                 "row": r,
-                "control": _value(r.control_value),
-                "value": _value(r.variant_value),
+                "control": words.value(r.control_value),
+                "value": words.value(r.variant_value),
                 "effect": effect_text(r),
-                "absolute": _signed(r.absolute_effect),
-                "p": format_p(r.p_value),
-                "p_adj": format_p(r.p_value_adjusted),
+                "absolute": words.num(r.absolute_effect),
+                "p": words.p_value(r.p_value),
+                "p_adj": _adjusted_p(r),
                 "outcome": outcome_text(r),
                 "bar": charts.interval_bar(
                     r.ci_lower, r.ci_upper, estimate, scale=scale, colour=colour
@@ -390,7 +356,7 @@ def to_html(report: Report) -> str:
     markers = [(d.created_at, f"{d.action}: {d.reason}") for d in report.decisions if d.applied]
     drift_charts = [
         {
-            "title": f"Drift: {d['target']} in {d['variant']} (PSI {format_number(d['psi'])}, "
+            "title": f"Drift: {d['target']} in {d['variant']} (PSI {words.value(d['psi'])}, "
             f"{d['level']})",
             "svg": charts.drift_histogram(
                 d["bin_labels"],
@@ -418,11 +384,11 @@ def to_html(report: Report) -> str:
         daily_chart=charts.daily_bars(report.daily_units, variants),
         drift_charts=[c for c in drift_charts if c["svg"]],
         colour_of=colour_of,
-        when=_when,
-        weights=_weights,
-        duration=format_duration,
+        when=words.when,
+        weights=words.weights,
+        duration=words.duration,
         policy_json=orjson.dumps(
-            exp.policy, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+            exp.policy.model_dump(mode="json"), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
         ).decode(),
         router_json=orjson.dumps(exp.router, option=orjson.OPT_SORT_KEYS).decode(),
     )

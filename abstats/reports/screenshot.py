@@ -19,7 +19,9 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from abstats.analysis.snapshot import (
+from abstats.engine import words
+from abstats.engine.specs import Policy
+from abstats.engine.snapshot import (
     Comparison,
     DriftCheck,
     Gates,
@@ -36,7 +38,6 @@ from abstats.reports.model import (
     Report,
     ReportInputs,
     build_report,
-    format_p,
 )
 from abstats.reports.render import to_html, to_json, to_markdown
 
@@ -220,15 +221,14 @@ def sample_report(now: datetime | None = None) -> Report:
         assert f1.relative_effect is not None and f1.ci_lower is not None
         assert f1.ci_upper is not None and lat.ci_upper is not None
         return (
-            f"v2 f1 {f1.relative_effect:+.1%} [{f1.ci_lower:+.1%}, {f1.ci_upper:+.1%}], "
-            f"always-valid p={format_p(f1.p_value)} < 0.05 after Holm; latency_p95 non-inferior "
-            f"(upper bound {lat.ci_upper:+.1%} < margin 10%)"
+            f"v2 f1 {words.effect(f1)}, always-valid {words.p_clause(f1.p_value)} < 0.05; "
+            f"latency_p95 non-inferior (upper bound {words.pct(lat.ci_upper)} < margin 10%)"
         )
 
     def guard(snap: SnapshotResult) -> str:
         lat = snap.metrics[1].comparisons[0]
         assert lat.ci_upper is not None
-        return f"latency_p95 non-inferior (upper bound {lat.ci_upper:+.1%} < margin 10%)"
+        return f"latency_p95 non-inferior (upper bound {words.pct(lat.ci_upper)} < margin 10%)"
 
     w = [{k: float(round(100 * v)) for k, v in e.weights.items()} for e in epochs]
     decisions = [
@@ -285,14 +285,14 @@ def sample_report(now: datetime | None = None) -> Report:
                 "label": "churned",
             },
         ],
-        policy={
+        policy=Policy.model_validate({
             "mode": "auto",
             "inference": "always_valid",
             "alpha": 0.05,
             "mde": "5%",
             "on_drift": "warn",
             "ramp": {"steps": [5, 25, 50, 100], "min_interval": "1d"},
-        },
+        }),
         router={"backend": "builtin"},
         started_at=start,
         ended_at=start + timedelta(days=5),

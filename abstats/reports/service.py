@@ -22,10 +22,11 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from abstats.analysis.service import latest_snapshot
-from abstats.analysis.snapshot import SnapshotResult
 from abstats.config import get_settings
 from abstats.db.models import Decision, Experiment
+from abstats.engine.snapshot import SnapshotResult
 from abstats.experiments import repository
+from abstats.experiments.state import experiment_spec
 from abstats.reports.model import (
     DecisionEntry,
     Epoch,
@@ -116,7 +117,7 @@ def experiment_info(experiment: Experiment) -> ExperimentInfo:
             for v in sorted(experiment.variants, key=lambda v: v.position)
         ],
         metrics=list(experiment.metrics),
-        policy=dict(experiment.policy),
+        policy=experiment_spec(experiment).policy,
         router=dict(experiment.router),
         started_at=experiment.started_at,
         ended_at=experiment.ended_at,

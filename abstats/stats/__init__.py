@@ -46,6 +46,11 @@ Checks
     ``chi_square_homogeneity``, ``binned_ks``, ``drift_check``, ``flag_drift``;
     ``minimum_sample_gate``.
 
+Per-arm estimates
+    ``estimate(stats, quantile=None) -> Estimate(value, std_error, ci_lower, ci_upper, units,
+    events)`` for every sufficient statistic (binomial/Wilson, Welch, delta method, DeLong,
+    Woodruff).
+
 Planning and allocation
     ``required_units_per_arm``, ``sample_size_per_arm``, ``fixed_power``, ``sequential_power``;
     ``thompson_allocation``.
@@ -84,6 +89,7 @@ from abstats.stats._drift import (
     jensen_shannon_distance,
     psi,
 )
+from abstats.stats._estimate import Estimate, estimate
 from abstats.stats._gates import minimum_sample_gate
 from abstats.stats._group_sequential import (
     alpha_spent,
@@ -144,6 +150,7 @@ __all__ = [
     "ConfusionStats",
     "DriftResult",
     "EpochCounts",
+    "Estimate",
     "GateResult",
     "InferenceDesign",
     "InferenceMethod",
@@ -175,6 +182,7 @@ __all__ = [
     "confidence_sequence",
     "crossing_probability",
     "drift_check",
+    "estimate",
     "expected_counts",
     "fixed_power",
     "flag_drift",

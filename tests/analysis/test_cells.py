@@ -22,7 +22,7 @@ from abstats.analysis.rollup import (
     roll_up,
 )
 from abstats.db.models import Experiment, WeightEpoch
-from abstats.experiments.specs import MetricSpec
+from abstats.engine.specs import MetricSpec
 
 from .conftest import T0, Events, make_experiment, minutes, write_events
 from .test_rollup import (

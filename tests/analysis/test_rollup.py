@@ -27,7 +27,7 @@ from abstats.analysis.rollup import (
     roll_up,
 )
 from abstats.db.models import Experiment
-from abstats.experiments.specs import MetricSpec
+from abstats.engine.specs import MetricSpec
 from abstats.stats import ClusteredHistogram, ConfusionStats, RatioStats
 
 from .conftest import T0, Events, make_experiment, minutes, write_events

@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from abstats.analysis.service import run_analysis
-from abstats.analysis.snapshot import SnapshotResult
 from abstats.db.models import AnalysisSnapshot
+from abstats.engine.snapshot import SnapshotResult
 from abstats.errors import Conflict, InvalidInput
 
 from .conftest import T0, Events, make_experiment, minutes, write_events
@@ -86,11 +86,12 @@ def test_a_snapshot_per_new_data_and_none_without(db_session: Session) -> None:
     assert errors.ci_scale == "absolute" and errors.absolute_effect == 0
     assert errors.ci_lower is not None and -0.01 < errors.ci_lower < 0 < errors.ci_upper < 0.01
     assert conversion.comparisons[0].ci_scale == "relative"  # no margin: relative
+    # the recommendation is the rule table's own verdict (abstats.engine.rules.recommend)
     assert result.recommendation == "promote treatment"
     # the reason reads like a sentence: a signed percentage, its interval and p (no Python dicts)
     assert re.fullmatch(
-        r"conversion is better in treatment: \+\d+\.\d% \[\+\d+\.\d%, \+\d+\.\d%\], "
-        r"p=\d\.\de-\d+",
+        r"promote treatment: treatment conversion \+\d+\.\d% \[\+\d+\.\d%, \+\d+\.\d%\], "
+        r"always-valid p < 0\.0001 < 0\.05; errors non-inferior \(margin 0\.01\)",
         result.reason,
     ), result.reason
     latest = max(e["ts"] for e in events.exposures + events.predictions + events.outcomes)
@@ -128,9 +129,9 @@ def test_gates_hold_a_decision_and_say_why(db_session: Session) -> None:
         run_analysis(db_session, experiment.key, wait_seconds=1).snapshot.result
     )
     assert not result.gates.min_units_met and result.gates.min_runtime_met
-    assert result.recommendation == "keep running"
+    assert result.recommendation == "keep_running"
     assert result.reason == (
-        "minimum sample gates not met: units per variant control 300, treatment 300"
+        "below the minimum-sample gates: units per variant control 300, treatment 300 < 5,000"
     )
 
 
@@ -138,7 +139,7 @@ def test_srm_is_flagged_against_the_weight_history(db_session: Session) -> None:
     experiment = make_experiment(
         db_session,
         metrics=METRICS,
-        policy=POLICY,
+        policy={**POLICY, "min_events_per_variant": 0},
         epochs=[
             (T0, {"control": 1, "treatment": 1}),
             (T0 + timedelta(hours=1), {"control": 1, "treatment": 3}),
@@ -161,7 +162,8 @@ def test_srm_is_flagged_against_the_weight_history(db_session: Session) -> None:
     }
     assert result.srm is not None and result.srm.flagged
     assert result.srm.expected["treatment"] == pytest.approx(1500 + 2250)
-    assert result.recommendation == "invalid: SRM"
+    assert result.recommendation == "pause"  # the policy's on_srm
+    assert result.reason.startswith("invalid: SRM (p < 0.0001 < ")
 
 
 def test_a_draft_or_a_broken_metric_is_refused_with_what_to_fix(db_session: Session) -> None:
@@ -287,7 +289,7 @@ def test_an_error_rate_breach_is_read_on_its_absolute_margin(db_session: Session
     assert errors.worse is True and errors.non_inferior is False
     assert result.recommendation == "rollback", result.reason
     assert re.fullmatch(
-        r"guardrail errors is worse in treatment by more than its margin 0\.01: "
-        r"\+0\.2 \[\+0\.1\d+, \+0\.2\d+\]",
+        r"guardrail breach: errors worse in treatment: "
+        r"\+0\.2 \[\+0\.1\d+, \+0\.2\d+\] \(margin 0\.01\)",
         result.reason,
     ), result.reason

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from abstats.analysis.snapshot import (
+from abstats.engine.rules import ExperimentState, PastDecision
+from abstats.engine.snapshot import (
     Comparison,
     DriftCheck,
     Gates,
@@ -14,7 +15,6 @@ from abstats.analysis.snapshot import (
     SrmResult,
     VariantValue,
 )
-from abstats.control.decide import ExperimentState, PastDecision
 
 T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 

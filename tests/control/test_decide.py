@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import pytest
 
-from abstats.analysis.describe import effect as describe_effect
-from abstats.analysis.snapshot import Comparison
-from abstats.control.decide import decide
-from abstats.experiments.specs import Policy
+from abstats.engine.rules import bandit_seed, decide
+from abstats.engine.snapshot import Comparison
+from abstats.engine.specs import Policy
+from abstats.engine.words import effect as describe_effect
 from tests.control.snapshots import (
     T0,
     comparison,
@@ -291,7 +291,7 @@ def test_ramp_waits_for_min_interval_on_the_data_clock() -> None:
     s = snapshot([primary(), good_guardrail()], cutoff=T0 + timedelta(minutes=10))
     action = decide(s, Policy.model_validate(RAMP), state(weights={"v1": 95.0, "v2": 5.0}), now=NOW)
     assert action.kind == "keep_running"
-    assert "observed for 10.0 min < min_interval 30m" in action.reason
+    assert "observed for 10.0 min < min_interval 30.0 min" in action.reason
 
 
 def test_ramp_needs_a_snapshot_of_the_current_step() -> None:
@@ -373,10 +373,10 @@ def test_bandit_reweights_by_the_allocator() -> None:
         calls.append((metric.metric, list(arms), floor, seed))
         return {"v1": 20.0, "v2": 80.0}
 
-    action = decide(
-        snapshot([primary(comparison())]), p, state(), now=NOW, snapshot_id=3, allocator=allocator
-    )
-    assert calls == [("conversion", ["v1", "v2"], 10.0, 3)]
+    snap = snapshot([primary(comparison())])
+    action = decide(snap, p, state(), now=NOW, snapshot_id=3, allocator=allocator)
+    # seeded by the snapshot's cut-off, so the recommendation on the same snapshot draws the same
+    assert calls == [("conversion", ["v1", "v2"], 10.0, bandit_seed(snap))]
     assert action.kind == "reweight" and action.new_weights == {"v1": 20.0, "v2": 80.0}
     small = decide(
         snapshot([primary(comparison())]),

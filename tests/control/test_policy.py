@@ -6,13 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from abstats.control.policy import (
+from abstats.engine.ramp import (
     largest_remainder_percentages,
     nearest_step_index,
     ramp_steps,
     weights_for_step,
 )
-from abstats.experiments.specs import RampRule
+from abstats.engine.specs import RampRule
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,8 @@ Markdown matches its golden file."""
 
 from __future__ import annotations
 
+from html import escape
+
 import math
 import os
 import re
@@ -14,8 +16,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from abstats.analysis.snapshot import DriftCheck, SrmResult
-from abstats.reports.model import ReportInputs, build_report, format_p
+from abstats.engine.snapshot import DriftCheck, SrmResult
+from abstats.engine.words import p_clause
+from abstats.engine.words import p_value as format_p
+from abstats.reports.model import ReportInputs, build_report
 from abstats.reports.render import effect_text, to_html, to_json_data, to_markdown
 from abstats.reports.screenshot import sample_report
 
@@ -79,14 +83,14 @@ def test_numbers_in_every_format_equal_the_snapshot() -> None:
             assert f'<td class="num">{absolute}</td>' in html
             for text in (effect_text(model_row), format_p(c.p_value)):
                 assert text in markdown, text
-                assert text in html, text
+                assert escape(text) in html, text
             compared += 1
     assert compared == 3
     assert data["snapshot"]["metrics"][0]["comparisons"][0]["p_value"] == (
         report.snapshot.metrics[0].comparisons[0].p_value
     )
     srm = report.snapshot.srm
-    assert srm is not None and f"p={format_p(srm.p_value)}" in markdown
+    assert srm is not None and p_clause(srm.p_value) in markdown
 
 
 def test_html_is_well_formed_and_self_contained() -> None:
@@ -152,7 +156,11 @@ def _inputs(**changes: object) -> ReportInputs:
 
 def test_verdicts_say_what_to_do() -> None:
     report = sample_report(NOW)
-    assert report.verdict.title == "Ship v2" and "promote v2" in report.verdict.reason
+    assert report.verdict.title == "Ship v2"
+    # a plain sentence from the same snapshot as the table, not the machine reason
+    f1 = next(r for r in report.results if r.metric == "f1")
+    assert report.verdict.reason.startswith(f"v2 improves f1 by {effect_text(f1)}")
+    assert "promoted automatically at " in report.verdict.reason
     running = report.experiment.__class__(
         **{**report.experiment.__dict__, "status": "running", "winner": None}
     )
@@ -173,7 +181,7 @@ def test_verdicts_say_what_to_do() -> None:
     )
     invalid = build_report(_inputs(experiment=running, snapshot=bad_srm))
     assert invalid.verdict.title == "Invalid (SRM)"
-    assert "Sample ratio mismatch (p=6.0e-05)" in invalid.verdict.reason
+    assert "Sample ratio mismatch (p < 0.0001)" in invalid.verdict.reason
     rolled = report.experiment.__class__(
         **{**report.experiment.__dict__, "status": "rolled_back", "winner": None}
     )

@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from abstats.control.policy import largest_remainder_percentages
 from abstats.control.routers.base import RouterResult
+from abstats.engine.ramp import largest_remainder_percentages
 from abstats.errors import RouterError
 
 SCHEMA = "https://flagd.dev/schema/v0/flags.json"

@@ -23,8 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from abstats.control.policy import largest_remainder_percentages
 from abstats.control.routers.base import PermanentRouterError, RouterResult
+from abstats.engine.ramp import largest_remainder_percentages
 from abstats.errors import RouterError
 
 _ENTRY = re.compile(r"^\s*(\*|\d+(?:\.\d+)?%)\s+(\S+?)\s*;\s*$")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from abstats.control.policy import largest_remainder_percentages
 from abstats.control.routers.base import PermanentRouterError, RouterResult
+from abstats.engine.ramp import largest_remainder_percentages
 from abstats.errors import RouterError
 
 

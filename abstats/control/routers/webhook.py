@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import orjson
 
-from abstats.control.policy import largest_remainder_percentages
 from abstats.control.routers.base import RouterResult
 from abstats.control.signing import SIGNATURE_HEADER, sign
+from abstats.engine.ramp import largest_remainder_percentages
 from abstats.errors import RouterError
 
 

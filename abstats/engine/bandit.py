@@ -1,14 +1,14 @@
 """Bandit allocation from a snapshot's per-variant values (pure; no database).
 
-The snapshot carries, per variant, the number of units and the metric's value (and, for means, a
-confidence interval). From these we rebuild the sufficient statistics Thompson sampling needs:
+Every per-variant value in a snapshot carries its standard error (``abstats.engine.snapshot``),
+so Thompson sampling serves every metric kind:
 
-- proportion / error_rate: ``ProportionStats(n=units, successes=round(value * units))``;
-- other kinds: ``MeanStats`` with the variance recovered from the 95% interval's half-width
-  (``sd = sqrt(n) * half_width / 1.96``), the normal approximation the interval was built on.
+- proportion: ``ProportionStats(n=units, successes=round(value * units))``, Beta posteriors;
+- every other kind (mean, ratio, error rate, classification measures, AUC, latency quantiles):
+  the normal posterior ``N(value, std_error**2)``, passed as ``MeanStats`` whose per-unit
+  variance is ``n * std_error**2`` (the approximation the snapshot's interval is built on).
 
-Shares come from ``abstats.stats.thompson_allocation`` (probability of being best, with a floor):
-Beta(1 + s, 1 + n - s) posteriors for proportions, normal posteriors for means.
+Shares come from ``abstats.stats.thompson_allocation`` (probability of being best, with a floor).
 """
 
 from __future__ import annotations
@@ -19,10 +19,8 @@ from typing import Literal
 
 import numpy as np
 
-from abstats.analysis.snapshot import MetricResult
+from abstats.engine.snapshot import MetricResult
 from abstats.stats import MeanStats, ProportionStats, thompson_allocation
-
-_Z95 = 1.959963984540054
 
 
 def _stats(metric: MetricResult, arm: str) -> ProportionStats | MeanStats | None:
@@ -30,13 +28,14 @@ def _stats(metric: MetricResult, arm: str) -> ProportionStats | MeanStats | None
     if value is None or value.value is None or value.units <= 1 or not math.isfinite(value.value):
         return None
     n = value.units
-    if metric.kind in ("proportion", "error_rate") and 0.0 <= value.value <= 1.0:
+    if metric.kind == "proportion" and 0.0 <= value.value <= 1.0:
         return ProportionStats(n=n, successes=min(n, round(value.value * n)))
-    if value.ci_lower is None or value.ci_upper is None:
+    se = value.std_error
+    if se is None or not math.isfinite(se):
         return None
-    sd = math.sqrt(n) * (value.ci_upper - value.ci_lower) / (2 * _Z95)
     total = value.value * n
-    return MeanStats(n=n, sum=total, sum_squares=(n - 1) * sd * sd + total * total / n)
+    variance = n * se * se  # per-unit variance giving Var(mean) = se**2
+    return MeanStats(n=n, sum=total, sum_squares=(n - 1) * variance + total * total / n)
 
 
 def thompson_shares(

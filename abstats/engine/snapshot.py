@@ -1,7 +1,10 @@
 """The analysis snapshot: what one analysis run found. Stored as JSON in
-``analysis_snapshot.result``; read by the decision step (``abstats.control``) and the reports.
+``analysis_snapshot.result``; built by :mod:`abstats.engine.summarize`, judged by
+:mod:`abstats.engine.rules`, read by the reports and the API.
 
-This module is the contract between analysis, control and reports: change it with all three in mind.
+This module is the contract between analysis, control and reports: change it with all three in
+mind. Every per-variant value carries its standard error and 95% interval, for every metric kind,
+so nothing downstream has to rebuild statistics (the bandit and "units still needed" use them).
 """
 
 from __future__ import annotations
@@ -9,7 +12,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from abstats.engine.specs import Amount
 
 Status = Literal["ok", "not_enough_data", "degenerate", "before_horizon"]
 
@@ -19,7 +24,10 @@ class _Model(BaseModel):
 
 
 class VariantValue(_Model):
-    """One metric's value in one variant (pooled over weight epochs)."""
+    """One metric's value in one variant (pooled over weight epochs), with its standard error
+    and 95% interval (normal approximation of the estimator the comparison uses: binomial,
+    Welch, delta method for ratios and request-level measures clustered by unit, DeLong for AUC,
+    Woodruff for quantiles). ``None`` when it cannot be computed."""
 
     units: int = Field(description="Units with at least one exposure/prediction in the variant.")
     events: int = Field(
@@ -28,6 +36,7 @@ class VariantValue(_Model):
     value: float | None = Field(
         description="The metric's estimate; None when it cannot be computed."
     )
+    std_error: float | None = None
     ci_lower: float | None = None
     ci_upper: float | None = None
 
@@ -61,8 +70,14 @@ class Comparison(_Model):
     non_inferior: bool | None = Field(
         default=None, description="Guardrails: proven not worse than the margin"
     )
-    margin: str | None = None
+    margin: Amount | None = None
     inference: str = "always_valid"
+
+    @field_validator("margin", mode="before")
+    @classmethod
+    def _margin(cls, v: object) -> object:
+        # snapshots stored before margins were typed hold the text ("10%", "0.01")
+        return Amount.parse(v) if isinstance(v, str | int | float) else v
 
 
 class MetricResult(_Model):

@@ -1,9 +1,9 @@
 """Pure policy helpers: ramp positions, weight vectors for ramp steps, integer percentages.
 
 No database here (import-linter contract): these functions work on plain dicts and the
-``abstats.experiments.specs.Policy`` model.
+``abstats.engine.specs.Policy`` model.
 
-Ramp semantics (documented in the README, section "Policy"):
+Ramp semantics (``docs/policy.md``, "Ramp"):
 
 - A ramp step is the share, in percent, of *all* active candidates together (every non-control
   variant that is not retired). With several candidates the step is split equally among them and
@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from abstats.experiments.specs import RampRule
+from abstats.engine.specs import RampRule
 
 FULL_TRAFFIC = 100.0
 

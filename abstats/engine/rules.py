@@ -1,10 +1,12 @@
-"""The decision engine: analysis snapshot + policy + the experiment's state -> one action.
+"""The rule table: snapshot + policy + the experiment's state -> one action.
 
-Pure code (no database; import-linter contract). ``decide()`` is evaluated after every analysis
-snapshot; the service (``abstats.control.service``) records the action as a decision and, in
-policy mode ``auto``, applies it.
+Pure code (no database, no HTTP; import-linter contract). The one place where abstats judges:
+``decide()`` is evaluated after every analysis snapshot by the control service, which records the
+action as a decision and, in policy mode ``auto``, applies it; ``recommend()`` is the same table
+evaluated without applying anything, and is what a snapshot's ``recommendation`` says. Every
+sentence comes from :mod:`abstats.engine.words`.
 
-Order of the rules (DESIGN.md sections 2 and 4; README "Policy"):
+Order of the rules (``docs/policy.md``):
 
 1. mode ``off``, or the experiment is not running: nothing.
 2. Minimum-sample gates (units and primary events per variant, runtime): until all are met,
@@ -12,7 +14,9 @@ Order of the rules (DESIGN.md sections 2 and 4; README "Policy"):
 3. Sample ratio mismatch: the data cannot be trusted, so promotion and ramp advances are blocked
    and ``on_srm`` says what happens (pause, rollback, or a recorded warning).
 4. Drift flagged: ``on_drift`` (pause, rollback; ``warn`` only notes it and goes on).
-5. A guardrail significantly worse in any candidate: rollback (``rollback.on_guardrail_breach``).
+5. A guardrail breach in any candidate: rollback (``rollback.on_guardrail_breach``). A breach is
+   harm beyond the guardrail's margin: the whole interval lies past the margin on the bad side
+   (without a margin: any significant harm).
 6. A primary metric significantly worse in any candidate: rollback (``rollback.on_primary_worse``).
 7. At the promotion step (no ramp, bandit mode, or the highest ramp step below 100): promote the
    candidate whose primary is better with adjusted p < alpha and lift >= ``promote.min_lift``,
@@ -34,15 +38,14 @@ With ``inference: fixed`` the primary metric decides nothing before the planned 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from abstats.analysis import describe
-from abstats.analysis.snapshot import Comparison, MetricResult, SnapshotResult
-from abstats.control import policy as ramp
-from abstats.control.bandit import thompson_shares
-from abstats.experiments.specs import Policy
+from abstats.engine import ramp, words
+from abstats.engine.bandit import thompson_shares
+from abstats.engine.snapshot import Comparison, MetricResult, SnapshotResult
+from abstats.engine.specs import Amount, Policy
 
 ActionKind = Literal[
     "promote",
@@ -62,12 +65,6 @@ STATE_CHANGING = frozenset({"promote", "rollback", "advance_ramp", "reweight", "
 
 # A bandit reweight smaller than this (percentage points of share) is not worth a new epoch.
 BANDIT_MIN_CHANGE = 1.0
-
-_INFERENCE_LABEL = {
-    "always_valid": "always-valid",
-    "group_sequential": "group-sequential",
-    "fixed": "fixed-horizon",
-}
 
 
 @dataclass(frozen=True)
@@ -114,13 +111,18 @@ class Action:
     def changes_state(self) -> bool:
         return self.kind in STATE_CHANGING
 
+    @property
+    def label(self) -> str:
+        """A short label: the action, and the winner of a promotion (``promote v2``)."""
+        return f"promote {self.winner}" if self.kind == "promote" and self.winner else self.kind
+
 
 # (bandit metric's result, arms, floor in percent, seed) -> shares in percent, or None when the
 # metric has no usable data yet
 Allocator = Callable[[MetricResult, Sequence[str], float, int], dict[str, float] | None]
 
 
-# --- formatting ---------------------------------------------------------------------------------
+# --- sentences (words.py) and evidence -----------------------------------------------------------
 
 
 def _adjusted(c: Comparison) -> float | None:
@@ -128,25 +130,10 @@ def _adjusted(c: Comparison) -> float | None:
 
 
 def describe_primary(metric: MetricResult, c: Comparison, alpha: float) -> str:
-    p = _adjusted(c)
-    label = _INFERENCE_LABEL.get(c.inference, c.inference)
-    relation = "<" if p is not None and p < alpha else ">="
-    adjusted = " after Holm" if c.p_value_adjusted is not None else ""
-    return (
-        f"{c.variant} {metric.metric} {describe.effect(c)}, "
-        f"{label} p={describe.p_value(p)} {relation} {alpha:g}{adjusted}"
-    )
+    return words.primary_clause(metric, c, alpha, adjusted=c.p_value_adjusted is not None)
 
 
-def describe_guardrail(metric: MetricResult, c: Comparison) -> str:
-    margin = f" (margin {c.margin})" if c.margin else ""
-    if c.worse:
-        return f"{metric.metric} worse in {c.variant}: {describe.effect(c)}{margin}"
-    if c.non_inferior:
-        return f"{metric.metric} non-inferior{margin}"
-    return (
-        f"{metric.metric} not yet shown non-inferior in {c.variant}: {describe.effect(c)}{margin}"
-    )
+describe_guardrail = words.guardrail_clause
 
 
 def _comparison_evidence(metric: MetricResult, c: Comparison) -> dict[str, Any]:
@@ -168,6 +155,21 @@ def is_better(c: Comparison, alpha: float) -> bool:
 def is_worse(c: Comparison, alpha: float) -> bool:
     p = _adjusted(c)
     return _ok(c) and c.worse is True and (p is None or p < alpha)
+
+
+def is_breach(metric: MetricResult, c: Comparison, alpha: float) -> bool:
+    """Harm beyond the guardrail's margin: significantly worse, and the whole interval lies past
+    the margin on the bad side (without a margin, significantly worse is enough)."""
+    if not is_worse(c, alpha):
+        return False
+    margin: Amount | None = c.margin
+    if margin is None:
+        return True
+    if (c.ci_scale == "relative") != margin.relative:
+        return True  # scales differ (a stored snapshot of an older kind): significance decides
+    if metric.direction == "decrease":
+        return c.ci_lower is not None and c.ci_lower > margin.value
+    return c.ci_upper is not None and c.ci_upper < -margin.value
 
 
 def lift_in_good_direction(metric: MetricResult, c: Comparison, relative: bool) -> float | None:
@@ -199,12 +201,11 @@ def decide(
 ) -> Action:
     """Evaluate ``policy`` on ``snapshot`` for an experiment in ``state`` (see module docstring).
 
+    ``record`` on the result says whether it becomes a decision row (not for "keep running", and
+    not for a note or an unapplied recommendation the newest decision already made).
     ``allocator`` computes bandit shares (percent) from the bandit metric's per-variant results;
-    the default is Thompson sampling (``abstats.control.bandit.thompson_shares``).
-    """
-    action = _evaluate(
-        snapshot, policy, state, now=now, snapshot_id=snapshot_id, allocator=allocator
-    )
+    the default is Thompson sampling (``abstats.engine.bandit.thompson_shares``)."""
+    action = _evaluate(snapshot, policy, state, now=now, allocator=allocator)
     evidence = {
         "snapshot_id": snapshot_id,
         "cutoff": snapshot.cutoff.isoformat(),
@@ -213,16 +214,33 @@ def decide(
         **action.evidence,
     }
     record = action.kind not in ("keep_running", "none") and not _repeats(action, state)
-    return Action(
-        kind=action.kind,
-        reason=action.reason,
-        new_weights=action.new_weights,
-        new_status=action.new_status,
-        winner=action.winner,
-        retire=action.retire,
-        evidence=evidence,
-        record=record,
+    return replace(action, evidence=evidence, record=record)
+
+
+def recommend(
+    snapshot: SnapshotResult,
+    policy: Policy,
+    state: ExperimentState,
+    *,
+    allocator: Allocator | None = None,
+) -> Action:
+    """What the policy would decide on ``snapshot`` in ``state``, applied or not: the same rule
+    table as :func:`decide` (a property test holds the two together), with the policy's mode
+    and the experiment's status set aside so a recommendation is given for every snapshot."""
+    as_running = replace(state, status="running")
+    return _evaluate(
+        snapshot,
+        policy.model_copy(update={"mode": "auto"}),
+        as_running,
+        now=snapshot.cutoff,
+        allocator=allocator,
     )
+
+
+def bandit_seed(snapshot: SnapshotResult) -> int:
+    """Thompson draws are seeded by the snapshot's cut-off, so a decision and the recommendation
+    on the same snapshot draw the same shares, and a re-run draws them again."""
+    return int(snapshot.cutoff.timestamp() * 1_000_000) % (2**32)
 
 
 def _repeats(action: Action, state: ExperimentState) -> bool:
@@ -253,7 +271,6 @@ def _evaluate(
     state: ExperimentState,
     *,
     now: datetime,
-    snapshot_id: int | None,
     allocator: Allocator | None,
 ) -> Action:
     if policy.mode == "off":
@@ -280,10 +297,7 @@ def _evaluate(
     # 3. sample ratio mismatch
     if snapshot.srm is not None and snapshot.srm.flagged:
         srm = snapshot.srm
-        text = (
-            f"invalid: SRM (p={describe.p_value(srm.p_value)} < {srm.threshold:g}; observed "
-            f"{describe.counts(srm.observed)}, expected {describe.counts(srm.expected, 1)})"
-        )
+        text = words.srm_clause(srm)
         evidence = {"trigger": "srm", "srm": srm.model_dump(mode="json")}
         if policy.on_srm == "pause":
             return Action("pause", f"{text}; on_srm=pause", new_status="paused", evidence=evidence)
@@ -296,12 +310,7 @@ def _evaluate(
     # 4. drift
     flagged = [d for d in snapshot.drift if d.flagged]
     if flagged:
-        names = ", ".join(
-            f"{d.variant} {d.target} (PSI {d.psi:.3g})"
-            if d.psi is not None
-            else f"{d.variant} {d.target}"
-            for d in flagged
-        )
+        names = words.drift_names(flagged)
         drift_evidence = {
             "trigger": "drift",
             "drift": [
@@ -331,7 +340,7 @@ def _evaluate(
         (m, c)
         for m in guardrails
         for v in candidates
-        if (c := _comparison(m, v)) is not None and is_worse(c, alpha)
+        if (c := _comparison(m, v)) is not None and is_breach(m, c, alpha)
     ]
     if breaches:
         text = "guardrail breach: " + "; ".join(describe_guardrail(m, c) for m, c in breaches)
@@ -412,7 +421,7 @@ def _evaluate(
 
     # 10. bandit
     if policy.bandit is not None and not blocked:
-        bandit_action = _bandit(snapshot, policy, state, allocator or thompson_shares, snapshot_id)
+        bandit_action = _bandit(snapshot, policy, state, allocator or thompson_shares)
         if bandit_action is not None:
             return _with_notes(bandit_action, notes, evidence)
 
@@ -438,11 +447,14 @@ def _with_notes(action: Action, notes: list[str], evidence: dict[str, Any]) -> A
 
 def _unmet_gates(snapshot: SnapshotResult, policy: Policy) -> str:
     g = snapshot.gates
+    if sum(snapshot.units.values()) == 0:
+        return "no data yet"
     parts = []
     if not g.min_units_met:
         low = {v: n for v, n in g.units_per_variant.items() if n < policy.min_units_per_variant}
         parts.append(
-            f"units per variant {low or g.units_per_variant} < {policy.min_units_per_variant}"
+            f"units per variant {words.counts(low or g.units_per_variant)}"
+            f" < {policy.min_units_per_variant:,}"
         )
     if not g.min_events_met:
         low = {
@@ -451,12 +463,14 @@ def _unmet_gates(snapshot: SnapshotResult, policy: Policy) -> str:
             if n < policy.min_events_per_variant
         }
         parts.append(
-            f"primary events per variant {low or g.primary_events_per_variant} < {policy.min_events_per_variant}"
+            f"primary events per variant {words.counts(low or g.primary_events_per_variant)}"
+            f" < {policy.min_events_per_variant:,}"
         )
     if not g.min_runtime_met:
-        parts.append(f"runtime {g.runtime_seconds / 60:.0f} min < {policy.min_runtime}")
-    if sum(snapshot.units.values()) == 0:
-        return "no data yet"
+        parts.append(
+            f"runtime {words.duration(g.runtime_seconds)}"
+            f" < {words.duration(policy.min_runtime_seconds)}"
+        )
     return "; ".join(parts) or "gates not met"
 
 
@@ -551,7 +565,7 @@ def _ramp_step(
 ) -> Action:
     assert policy.ramp is not None
     current, following = steps[step_index], steps[step_index + 1]
-    where = f"ramp step {current:g}% -> {following:g}%"
+    where = f"ramp step {words.ramp_step(current, following)}"
     if blocked:
         return Action("keep_running", f"{where} blocked")
     if snapshot.weight_epoch != state.weight_epoch:
@@ -565,7 +579,7 @@ def _ramp_step(
     if observed < needed:
         return Action(
             "keep_running",
-            f"{where}: step observed for {_span(observed)} < min_interval {policy.ramp.min_interval}",
+            f"{where}: step observed for {words.duration(observed)} < min_interval {words.duration(needed)}",
         )
     pending = []
     proven = []
@@ -575,7 +589,7 @@ def _ramp_step(
             if c is None or c.non_inferior is not True:
                 pending.append(
                     f"{m.metric} in {v}"
-                    + (f" ({describe.effect(c)})" if c is not None else " (no result)")
+                    + (f" ({words.effect(c)})" if c is not None else " (no result)")
                 )
             else:
                 proven.append((m, c))
@@ -586,7 +600,7 @@ def _ramp_step(
     guard_text = "; ".join(describe_guardrail(m, c) for m, c in proven) or "no guardrails defined"
     return Action(
         "advance_ramp",
-        f"advance ramp {current:g}% -> {following:g}%: {guard_text}; step observed {_span(observed)} >= {policy.ramp.min_interval}",
+        f"advance ramp {words.ramp_step(current, following)}: {guard_text}; step observed {words.duration(observed)} >= {words.duration(needed)}",
         new_weights=ramp.weights_for_step(following, state.control, state.candidates)
         | {v: 0.0 for v in state.retired},
         evidence={
@@ -603,7 +617,6 @@ def _bandit(
     policy: Policy,
     state: ExperimentState,
     allocator: Allocator,
-    snapshot_id: int | None,
 ) -> Action | None:
     assert policy.bandit is not None
     metric_key = policy.bandit.metric
@@ -618,13 +631,13 @@ def _bandit(
     if metric is None:
         return Action("keep_running", f"bandit: metric {metric_key!r} is not in the snapshot")
     arms = [state.control, *state.candidates]
-    allocation = allocator(metric, arms, policy.bandit.floor, snapshot_id or 0)
+    allocation = allocator(metric, arms, policy.bandit.floor, bandit_seed(snapshot))
     if allocation is None:
         return Action("keep_running", f"bandit: not enough data in {metric.metric} to allocate")
     new_weights = {v: allocation.get(v, 0.0) for v in state.variants}
     if not ramp.weights_differ(new_weights, state.weights, tolerance=BANDIT_MIN_CHANGE):
         return None
-    shares_text = ", ".join(f"{v} {s:.1f}%" for v, s in ramp.shares(new_weights).items())
+    shares_text = words.weights(new_weights)
     return Action(
         "reweight",
         f"bandit (Thompson sampling on {metric.metric}, floor {policy.bandit.floor:g}%): {shares_text}",
@@ -637,14 +650,3 @@ def _bandit(
             },
         },
     )
-
-
-def _span(seconds: float) -> str:
-    """A duration as a person reads it: 42s, 12.5 min, 3.2 h, 2.1 d."""
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"

@@ -1,0 +1,398 @@
+"""Sufficient statistics -> a snapshot. Pure: the analysis service aggregates in SQL and hands
+the sums here; nothing in this module touches a database.
+
+For every metric and variant the snapshot carries the pooled estimate with its standard error and
+interval (:func:`abstats.stats.estimate`); for every treatment the comparison with the control,
+estimated within weight epochs and combined (:func:`abstats.stats.compare_stratified`), with the
+sequential state carried to the next look; Holm across treatments x primary metrics; the SRM check
+against the weight history; the policy's minimum-sample gates. The recommendation is the rule
+table's own verdict (:func:`abstats.engine.rules.recommend`), so a recommendation and a decision
+cannot disagree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from abstats.engine.rules import ExperimentState, recommend
+from abstats.engine.snapshot import (
+    Comparison,
+    DriftCheck,
+    Gates,
+    MetricResult,
+    SnapshotResult,
+    SrmResult,
+    VariantValue,
+)
+from abstats.engine.specs import ExperimentSpec, MetricSpec, Policy
+from abstats.stats import (
+    ArmStats,
+    BinnedScores,
+    ClusteredHistogram,
+    ComparisonResult,
+    EpochCounts,
+    InferenceDesign,
+    MeanStats,
+    ProportionStats,
+    RatioStats,
+    SequentialState,
+    compare,
+    compare_stratified,
+    estimate,
+    holm,
+    srm_check_epochs,
+)
+
+QUANTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+
+Arms = dict[str, dict[int, ArmStats]]  # variant -> weight epoch -> sufficient statistics
+
+
+@dataclass(frozen=True)
+class EpochWeights:
+    """One weight epoch: its number, when it started and the weights it served."""
+
+    epoch: int
+    started_at: datetime
+    weights: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class MetricData:
+    """One metric's sufficient statistics per variant and epoch, and its events per variant."""
+
+    arms: Arms
+    events: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class Aggregates:
+    """Everything SQL aggregated for one look at an experiment."""
+
+    cutoff: datetime
+    epochs: Sequence[EpochWeights]  # oldest first; the last is the current one
+    units: Mapping[str, int]  # variant -> units (first exposure in the variant)
+    units_by_epoch: Mapping[str, Mapping[str, int]]  # epoch -> variant -> units first exposed
+    mixed_units: int
+    first_seen: datetime | None
+    metrics: Mapping[str, MetricData]  # metric key -> data
+    drift: Sequence[DriftCheck] = ()
+    previous_state: Mapping[str, Any] = field(default_factory=dict)
+
+
+def design_from_policy(policy: Policy) -> InferenceDesign:
+    mde = policy.mde_amount
+    mde_relative = mde.value if mde.relative else None
+    if mde_relative is None and policy.max_units_per_variant is None:
+        mde_relative = 0.02  # an absolute MDE cannot tune a relative mixture; use the default
+    return InferenceDesign(
+        method=policy.inference,
+        alpha=policy.alpha,
+        mde_relative=mde_relative,
+        max_units_per_variant=policy.max_units_per_variant,
+        min_units_per_variant=2,
+    )
+
+
+def summarize(spec: ExperimentSpec, data: Aggregates, state: ExperimentState) -> SnapshotResult:
+    """The snapshot of one look: values, comparisons, SRM, gates and the rule table's verdict.
+
+    ``state`` is the experiment as it stands (status, weights, epoch, history): the
+    recommendation is what the policy would decide on this snapshot in that state."""
+    policy = spec.policy
+    design = design_from_policy(policy)
+    previous: Mapping[str, Any] = data.previous_state
+    prev_comparisons: Mapping[str, Any] = dict(previous.get("comparisons", {}))
+    new_comparisons: dict[str, object] = {}
+    results: list[MetricResult] = []
+    for metric in spec.metrics:
+        metric_data = data.metrics.get(metric.key, MetricData({}, {}))
+        comparisons = []
+        for treatment in spec.treatments:
+            comparison, states = _comparison(
+                metric,
+                treatment,
+                metric_data.arms.get(spec.control, {}),
+                metric_data.arms.get(treatment, {}),
+                design,
+                prev_comparisons,
+            )
+            new_comparisons.update(states)
+            comparisons.append(comparison)
+        results.append(
+            MetricResult(
+                metric=metric.key,
+                kind=metric.kind,
+                role=metric.role,
+                direction=metric.effective_direction,
+                variants={
+                    v: variant_value(metric, metric_data.arms.get(v, {}), data.units.get(v, 0))
+                    for v in spec.variants
+                },
+                comparisons=comparisons,
+            )
+        )
+    holm_primaries(results, policy.alpha)
+    srm = srm_result(data.epochs, data.units_by_epoch, previous.get("srm_p_value"))
+    gates = _gates(spec, data)
+    total_units = sum(data.units.values())
+    current = data.epochs[-1]
+    snapshot = SnapshotResult(
+        experiment=spec.key,
+        cutoff=data.cutoff,
+        weight_epoch=current.epoch,
+        weights={k: float(v) for k, v in current.weights.items()},
+        inference=policy.inference,
+        alpha=policy.alpha,
+        units=dict(data.units),
+        exposures_by_epoch={e: dict(v) for e, v in data.units_by_epoch.items()},
+        mixed_exposure_units=data.mixed_units,
+        mixed_exposure_share=data.mixed_units / total_units if total_units else 0.0,
+        last_event_at=data.cutoff,
+        runtime_seconds=gates.runtime_seconds,
+        gates=gates,
+        metrics=results,
+        srm=srm,
+        drift=list(data.drift),
+        sequential_state={
+            "comparisons": new_comparisons,
+            "srm_p_value": srm.p_value if srm is not None else previous.get("srm_p_value"),
+        },
+    )
+    action = recommend(snapshot, policy, state)
+    return snapshot.model_copy(update={"recommendation": action.label, "reason": action.reason})
+
+
+def _gates(spec: ExperimentSpec, data: Aggregates) -> Gates:
+    policy = spec.policy
+    primary = data.metrics.get(spec.primaries[0].key) if spec.primaries else None
+    events = primary.events if primary is not None else {}
+    primary_events = {v: int(events.get(v, 0)) for v in spec.variants}
+    units = {v: int(data.units.get(v, 0)) for v in spec.variants}
+    runtime = (data.cutoff - data.first_seen).total_seconds() if data.first_seen else 0.0
+    return Gates(
+        min_units_met=all(n >= policy.min_units_per_variant for n in units.values()),
+        min_events_met=all(n >= policy.min_events_per_variant for n in primary_events.values()),
+        min_runtime_met=runtime >= policy.min_runtime_seconds,
+        units_per_variant=units,
+        primary_events_per_variant=primary_events,
+        runtime_seconds=max(runtime, 0.0),
+    )
+
+
+def srm_result(
+    epochs: Sequence[EpochWeights],
+    units_by_epoch: Mapping[str, Mapping[str, int]],
+    previous_p: Any,
+) -> SrmResult | None:
+    """The sequential SRM check of each epoch's first exposures against that epoch's weights."""
+    counts = [
+        EpochCounts(
+            counts={v: int(units_by_epoch.get(str(e.epoch), {}).get(v, 0)) for v in e.weights},
+            weights={k: float(w) for k, w in e.weights.items()},
+        )
+        for e in epochs
+    ]
+    if sum(sum(e.counts.values()) for e in counts) == 0:
+        return None
+    result = srm_check_epochs(
+        counts, previous_p_value=float(previous_p) if isinstance(previous_p, int | float) else None
+    )
+    return SrmResult(
+        observed=dict(result.observed),
+        expected=dict(result.expected),
+        p_value=_finite(result.p_value),
+        threshold=result.threshold,
+        flagged=bool(result.mismatch),
+        method=result.method,
+    )
+
+
+def _finite(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def pooled(stats: Mapping[int, ArmStats]) -> ArmStats | None:
+    """The sum of an arm's statistics over its epochs."""
+    total: Any = None
+    for value in stats.values():
+        total = value if total is None else total + value
+    return total  # type: ignore[no-any-return]
+
+
+def variant_value(metric: MetricSpec, stats: Mapping[int, ArmStats], units: int) -> VariantValue:
+    """One variant's pooled value with its standard error and interval."""
+    total = pooled(stats)
+    if total is None:
+        return VariantValue(units=units, events=0, value=None)
+    quantile = QUANTILES.get(metric.statistic or "", 0.5)
+    est = estimate(total, quantile=quantile)
+    return VariantValue(
+        units=units,
+        events=est.events,
+        value=_finite(est.value),
+        std_error=_finite(est.std_error),
+        ci_lower=_finite(est.ci_lower),
+        ci_upper=_finite(est.ci_upper),
+    )
+
+
+def _comparison(
+    metric: MetricSpec,
+    treatment: str,
+    control_arms: Mapping[int, ArmStats],
+    treatment_arms: Mapping[int, ArmStats],
+    design: InferenceDesign,
+    previous: Mapping[str, Any],
+) -> tuple[Comparison, dict[str, object]]:
+    """The two-sided comparison and, for a guardrail with a margin, the non-inferiority test;
+    with the sequential states to carry."""
+    state_key = f"{metric.key}/{treatment}"
+    outcome = compare_arms(
+        metric,
+        control_arms,
+        treatment_arms,
+        design,
+        SequentialState.from_dict(previous.get(state_key)),
+    )
+    comparison = to_comparison(metric, treatment, outcome)
+    states: dict[str, object] = {state_key: outcome.state.to_dict()}
+    if metric.role == "guardrail" and metric.margin_amount is not None:
+        # one-sided non-inferiority at alpha, in the metric's good direction
+        ni_key = f"{state_key}/non_inferiority"
+        ni = compare_arms(
+            metric,
+            control_arms,
+            treatment_arms,
+            design,
+            SequentialState.from_dict(previous.get(ni_key)),
+            non_inferiority=True,
+        )
+        comparison.non_inferior = ni.non_inferior
+        states[ni_key] = ni.state.to_dict()
+    return comparison, states
+
+
+def compare_arms(
+    metric: MetricSpec,
+    control: Mapping[int, ArmStats],
+    treatment: Mapping[int, ArmStats],
+    design: InferenceDesign,
+    previous: SequentialState,
+    *,
+    non_inferiority: bool = False,
+) -> ComparisonResult:
+    """Two-sided test of "no effect", or (``non_inferiority``) the one-sided test that the
+    treatment is not worse than the control by the metric's margin; stratified by weight epoch
+    when both arms have units in more than one."""
+    margin = metric.margin_amount
+    margin_relative = margin.relative if margin is not None else True
+    if margin is not None and not margin.relative:
+        # on the absolute scale the margin is the effect that matters: tune the mixture to it
+        design = replace(design, mde_absolute=abs(margin.value))
+    quantile = QUANTILES.get(metric.statistic or "") if metric.kind == "latency" else None
+    alternative = "two-sided"
+    if non_inferiority:
+        alternative = "less" if metric.effective_direction == "decrease" else "greater"
+    kwargs: dict[str, Any] = {
+        "design": design,
+        "alternative": alternative,
+        "relative": margin_relative,  # a metric with an absolute margin is read on that scale
+        "margin": margin.value if non_inferiority and margin is not None else None,
+        "margin_relative": margin_relative,
+        "previous": previous,
+        "quantile": quantile,
+    }
+    shared = sorted(
+        e
+        for e in set(control) & set(treatment)
+        if _units(control[e]) > 0 and _units(treatment[e]) > 0
+    )
+    if len(shared) > 1:
+        return compare_stratified([(control[e], treatment[e]) for e in shared], **kwargs)
+    c = pooled(control)
+    t = pooled(treatment)
+    if c is None or t is None:
+        empty = _empty_like(c if c is not None else t)
+        c = c if c is not None else empty
+        t = t if t is not None else empty
+    return compare(c, t, **kwargs)
+
+
+def _units(stats: ArmStats) -> int:
+    if isinstance(stats, BinnedScores):
+        return stats.n_units
+    if isinstance(stats, ClusteredHistogram):
+        return stats.units
+    return stats.n
+
+
+def _empty_like(stats: ArmStats | None) -> ArmStats:
+    if isinstance(stats, ProportionStats) or stats is None:
+        return ProportionStats.empty()
+    if isinstance(stats, MeanStats):
+        return MeanStats.empty()
+    if isinstance(stats, RatioStats):
+        return RatioStats.empty(is_proportion=stats.is_proportion)
+    if isinstance(stats, BinnedScores):
+        return BinnedScores.empty(len(stats.positives))
+    return ClusteredHistogram.empty(stats.bin_edges)
+
+
+def to_comparison(metric: MetricSpec, variant: str, r: ComparisonResult) -> Comparison:
+    direction = metric.effective_direction
+    ok = r.status == "ok"
+    effect = r.relative_effect if r.effect_scale == "relative" else r.absolute_effect
+    better = worse = None
+    if direction is not None and ok and math.isfinite(effect):
+        good = effect > 0 if direction == "increase" else effect < 0
+        better = bool(r.significant and good)
+        worse = bool(r.significant and not good and effect != 0)
+    return Comparison(
+        variant=variant,
+        status=r.status,
+        message=r.message,
+        absolute_effect=_finite(r.absolute_effect),
+        relative_effect=_finite(r.relative_effect),
+        ci_lower=_finite(r.ci_lower),
+        ci_upper=_finite(r.ci_upper),
+        ci_scale=r.effect_scale,
+        p_value=_finite(r.p_value),
+        p_value_adjusted=None,
+        significant=bool(r.significant and ok),
+        better=better,
+        worse=worse,
+        non_inferior=None,
+        margin=metric.margin_amount,
+        inference=r.method,
+    )
+
+
+def holm_primaries(results: Sequence[MetricResult], alpha: float) -> None:
+    """Holm across treatments x primary metrics (family-wise error; ``docs/statistics.md``).
+
+    ``p_value_adjusted`` is set only where something was adjusted (a family of two or more), so
+    a reason says "after Holm" only when Holm changed something."""
+    family = [
+        c
+        for m in results
+        if m.role == "primary"
+        for c in m.comparisons
+        if c.status == "ok" and c.p_value is not None
+    ]
+    if len(family) < 2:
+        return
+    adjusted = holm([c.p_value for c in family if c.p_value is not None])
+    for comparison, p in zip(family, adjusted, strict=True):
+        comparison.p_value_adjusted = p
+        if not (comparison.significant and p <= alpha):
+            comparison.significant = False
+            if comparison.better is not None:
+                comparison.better = False
+                comparison.worse = False
