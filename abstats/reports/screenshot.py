@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from abstats.engine import words
-from abstats.engine.specs import Policy
+from abstats.engine.specs import Amount, Policy
 from abstats.engine.snapshot import (
     Comparison,
     DriftCheck,
@@ -152,7 +152,7 @@ def sample_report(now: datetime | None = None) -> Report:
         lat = compare(-0.031 + 0.02 * math.sin(1.3 * day) / (1 + day), 0.78 * half,
                       better_if="decrease")  # fmt: skip
         assert lat.ci_upper is not None
-        lat = lat.model_copy(update={"margin": "10%", "non_inferior": lat.ci_upper < 0.10})
+        lat = lat.model_copy(update={"margin": Amount.parse("10%"), "non_inferior": lat.ci_upper < 0.10})
         latency = metric("latency_p95", "latency", "guardrail", "decrease", 35.5, lat, n)
         auc = metric("auc", "classification", "secondary", "increase", 0.906,
                      compare(0.09 + 0.01 / (1 + day), 0.4 * half, better_if="increase"), n)  # fmt: skip
