@@ -287,7 +287,9 @@ def to_markdown(report: Report) -> str:
         "Policy:",
         "",
         "```json",
-        orjson.dumps(exp.policy.model_dump(mode="json"), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode(),
+        orjson.dumps(
+            exp.policy.model_dump(mode="json"), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+        ).decode(),
         "```",
         "",
     ]

@@ -20,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from abstats.engine import words
-from abstats.engine.specs import Amount, Policy
 from abstats.engine.snapshot import (
     Comparison,
     DriftCheck,
@@ -30,6 +29,7 @@ from abstats.engine.snapshot import (
     SrmResult,
     VariantValue,
 )
+from abstats.engine.specs import Amount, Policy
 from abstats.reports.model import (
     DecisionEntry,
     Epoch,
@@ -152,7 +152,9 @@ def sample_report(now: datetime | None = None) -> Report:
         lat = compare(-0.031 + 0.02 * math.sin(1.3 * day) / (1 + day), 0.78 * half,
                       better_if="decrease")  # fmt: skip
         assert lat.ci_upper is not None
-        lat = lat.model_copy(update={"margin": Amount.parse("10%"), "non_inferior": lat.ci_upper < 0.10})
+        lat = lat.model_copy(
+            update={"margin": Amount.parse("10%"), "non_inferior": lat.ci_upper < 0.10}
+        )
         latency = metric("latency_p95", "latency", "guardrail", "decrease", 35.5, lat, n)
         auc = metric("auc", "classification", "secondary", "increase", 0.906,
                      compare(0.09 + 0.01 / (1 + day), 0.4 * half, better_if="increase"), n)  # fmt: skip
@@ -285,14 +287,16 @@ def sample_report(now: datetime | None = None) -> Report:
                 "label": "churned",
             },
         ],
-        policy=Policy.model_validate({
-            "mode": "auto",
-            "inference": "always_valid",
-            "alpha": 0.05,
-            "mde": "5%",
-            "on_drift": "warn",
-            "ramp": {"steps": [5, 25, 50, 100], "min_interval": "1d"},
-        }),
+        policy=Policy.model_validate(
+            {
+                "mode": "auto",
+                "inference": "always_valid",
+                "alpha": 0.05,
+                "mde": "5%",
+                "on_drift": "warn",
+                "ramp": {"steps": [5, 25, 50, 100], "min_interval": "1d"},
+            }
+        ),
         router={"backend": "builtin"},
         started_at=start,
         ended_at=start + timedelta(days=5),

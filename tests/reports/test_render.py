@@ -4,12 +4,11 @@ Markdown matches its golden file."""
 
 from __future__ import annotations
 
-from html import escape
-
 import math
 import os
 import re
 from datetime import UTC, datetime, timedelta
+from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 
