@@ -29,6 +29,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from abstats.client import Client
 from abstats.demo.models import SCENARIOS, DemoData, Scenario, train_models
 from abstats.demo.traffic import TrafficSimulator, utcnow
+from abstats.engine import words
 
 # Policy durations are compressed so that a whole ramp and promotion fit in about two minutes of
 # real time; a production policy would say "1h" or "1d" where this says "15s".
@@ -172,9 +173,7 @@ def announce_new(
 
 
 def describe_decision(decision: dict[str, Any]) -> str:
-    after = decision.get("weights_after") or {}
-    total = sum(after.values()) or 1.0
-    split = ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in after.items())
+    split = words.weights(decision.get("weights_after") or {})
     applied = "" if decision.get("applied", True) else " (recommended, not applied)"
     return (
         f"[{decision['created_at'][11:19]}] {decision['action']}{applied} by {decision['actor']}:"

@@ -231,7 +231,7 @@ def traffic_share(
             parts.append(
                 f'<rect x="{x0}" y="{y_top}" width="{max(x1 - x0, 0.5):.2f}" '
                 f'height="{max(y_bottom - y_top, 0):.2f}" fill="{variant_colour(i)}">'
-                f"<title>{escape(variant)}: {share:.0%} from {began:%Y-%m-%d %H:%M:%S}</title>"
+                f"<title>{escape(variant)}: {words.share(share * 100)} from {words.when(began)}</title>"
                 "</rect>"
             )
             floor += share
@@ -327,7 +327,7 @@ def drift_histogram(
             parts.append(
                 f'<rect x="{x:.2f}" y="{y}" width="{slot * 0.4:.2f}" '
                 f'height="{frame.y(0) - y:.2f}" fill="{fill}"><title>{escape(label)} '
-                f"{name}: {share:.1%}</title></rect>"
+                f"{name}: {words.share(share * 100)}</title></rect>"
             )
     # a label under every bin that has room for one (~6px a character at 11px)
     every = max(math.ceil((6 * max(len(label) for label in labels) + 6) / slot), 1)
