@@ -25,14 +25,14 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=True, description="JSON log lines (false: human-readable).")
 
-    # Ingestion limits (DESIGN.md section 3).
+    # Ingestion limits (docs/events.md).
     max_batch_events: int = Field(default=5000, ge=1)
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     max_features: int = Field(default=200, ge=0, description="Keys per prediction feature map.")
     max_string_length: int = Field(default=256, ge=8, description="Ids, names, feature strings.")
     future_tolerance_seconds: int = Field(default=24 * 3600, ge=0)
 
-    # Scheduler (DESIGN.md section 6).
+    # Scheduler (docs/architecture.md).
     analysis_interval_seconds: float = Field(default=60.0, gt=0)
     drift_interval_seconds: float = Field(default=300.0, gt=0)
     outbox_interval_seconds: float = Field(default=5.0, gt=0)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -109,11 +109,3 @@ class RouterError(AbstatsError):
     status = 502
     title = "Router backend failed"
     type_slug = "router-failed"
-
-
-@dataclass
-class NotEnoughData:
-    """Marker value (not an exception) for analyses that cannot be computed yet."""
-
-    reason: str
-    details: dict[str, Any] = field(default_factory=dict)

@@ -381,7 +381,3 @@ class ExposureLogger:
             self._queue.put(None)
             self._thread.join(timeout=10.0)
         self._thread = None
-
-    def forget_recent(self) -> None:
-        with self._recent_lock:
-            self._recent.clear()

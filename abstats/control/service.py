@@ -66,10 +66,6 @@ def enqueue_router(
     session.flush()
 
 
-def load_policy(experiment: Experiment) -> Policy:
-    return experiment_spec(experiment).policy
-
-
 @dataclass(frozen=True)
 class StepOutcome:
     """The action the policy chose on a snapshot and the decision rows it produced."""
@@ -92,7 +88,7 @@ def evaluate_snapshot(
     """
     now = now or datetime.now(UTC)
     session.refresh(experiment, with_for_update=True)  # serialise decision steps per experiment
-    policy = load_policy(experiment)
+    policy = experiment_spec(experiment).policy
     result = SnapshotResult.model_validate(snapshot.result)
     state = experiment_state(session, experiment)
     action = decide(result, policy, state, now=now, snapshot_id=snapshot.id)
@@ -138,13 +134,6 @@ def evaluate_snapshot(
     return StepOutcome(action, [decision])
 
 
-def run_decision_step(
-    session: Session, experiment: Experiment, snapshot: AnalysisSnapshot
-) -> list[Decision]:
-    """The pipeline's hook: evaluate the policy on ``snapshot``; returns the decisions made."""
-    return evaluate_snapshot(session, experiment, snapshot).decisions
-
-
 # --- manual control ----------------------------------------------------------------------------
 
 
@@ -161,7 +150,7 @@ def start(session: Session, key: str, *, actor: str, reason: str | None = None) 
             f"Experiment {key!r} is {experiment.status}; only a draft can be started"
             + (" (use /resume for a paused one)." if experiment.status == "paused" else ".")
         )
-    policy = load_policy(experiment)
+    policy = experiment_spec(experiment).policy
     weights = current_weights(session, experiment)
     new_weights: dict[str, float] | None = None
     evidence: dict[str, Any] = {}
@@ -260,7 +249,7 @@ def set_weights(
             f"Variant(s) {', '.join(retired)} are retired and cannot get traffic.",
             errors=[FieldProblem(f"weights.{v}", "retired variant: set 0") for v in retired],
         )
-    policy = load_policy(experiment)
+    policy = experiment_spec(experiment).policy
     evidence: dict[str, Any] = {}
     if policy.ramp is not None:
         candidates = [k for k in keys if k != experiment.control_variant]
@@ -296,7 +285,7 @@ def promote(
         )
     if experiment.status == "draft":
         raise Conflict(f"Experiment {key!r} is a draft; start it before promoting a variant.")
-    policy = load_policy(experiment)
+    policy = experiment_spec(experiment).policy
     retire = tuple(k for k in keys if k != variant) if policy.cleanup.retire_losers else ()
     decision = change_state(
         session,
@@ -338,7 +327,7 @@ def rollback(session: Session, key: str, *, actor: str, reason: str | None = Non
 
 def get_policy(session: Session, key: str) -> dict[str, Any]:
     experiment = repository.get_experiment(session, key)
-    return load_policy(experiment).model_dump(mode="json")
+    return experiment_spec(experiment).policy.model_dump(mode="json")
 
 
 def put_policy(session: Session, key: str, body: Any) -> dict[str, Any]:

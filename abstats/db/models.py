@@ -1,4 +1,4 @@
-"""ORM models: every entity of DESIGN.md section 1.
+"""ORM models: every entity of docs/concepts.md.
 
 Event tables (exposure, prediction, outcome) are written with COPY by ``abstats.ingest`` and read
 by SQL aggregation in ``abstats.analysis``; the ORM classes exist for the schema and for tests.
@@ -72,11 +72,12 @@ class Experiment(Base):
     control_variant: Mapped[str] = mapped_column(String(64), nullable=False)
     winner_variant: Mapped[str | None] = mapped_column(String(64))
     salt: Mapped[str] = mapped_column(String(64), nullable=False)
-    # metrics: list of metric definitions (see abstats.experiments.schemas.MetricSpec)
+    # metrics: list of metric definitions (abstats.engine.specs.MetricSpec; docs/concepts.md)
     metrics: Mapped[list[Any]] = mapped_column(nullable=False, default=list)
-    # policy: DESIGN.md section 4 (validated by abstats.control.policy)
+    # policy: docs/policy.md (validated by abstats.engine.specs.Policy)
     policy: Mapped[dict[str, Any]] = mapped_column(nullable=False, default=dict)
-    # router: {"backend": "builtin"|"flagd_file"|"nginx"|"sagemaker"|"webhook", ...config}
+    # router: {"backend": "builtin"|"flagd_file"|"nginx"|"sagemaker"|"webhook", "config": {...}}
+    # (abstats.experiments.specs.RouterSpec; docs/routers.md)
     router: Mapped[dict[str, Any]] = mapped_column(nullable=False, default=dict)
     # notifications: {"webhook_url": ..., "secret": ...} or {}
     notifications: Mapped[dict[str, Any]] = mapped_column(nullable=False, default=dict)

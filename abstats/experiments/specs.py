@@ -12,7 +12,7 @@ RouterBackend = Literal["builtin", "flagd_file", "nginx", "sagemaker", "webhook"
 
 
 class RouterSpec(BaseModel):
-    """Which router applies the weights, and its settings (DESIGN.md section 5).
+    """Which router applies the weights, and its settings (docs/routers.md).
 
     - builtin: none.
     - flagd_file: ``path``, ``flag_key``.

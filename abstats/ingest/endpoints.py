@@ -1,4 +1,4 @@
-"""REST: ``POST /v1/events`` (DESIGN.md section 3).
+"""REST: ``POST /v1/events`` (docs/events.md).
 
 The body is read as a stream and refused with 413 as soon as it passes ``max_body_bytes`` (before
 the rest is read); gzip bodies are limited after decompression too. Validation and the write run

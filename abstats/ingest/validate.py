@@ -1,4 +1,4 @@
-"""Bulk validation of events (DESIGN.md section 3) into rows ready for COPY.
+"""Bulk validation of events (docs/events.md) into rows ready for COPY.
 
 Hand-written checks instead of a pydantic model per event: this runs for every event on the
 ingest hot path, and plain type tests on dicts are several times faster than model construction.
@@ -122,10 +122,6 @@ class ValidatedBatch:
 ExperimentRefs = dict[str, tuple[int, dict[str, int]]]
 # Resolves experiment keys -> (id, {variant key: id}); ``refresh`` forces a re-read of those keys.
 RefResolver = Callable[[set[str], set[str] | None], ExperimentRefs]
-
-
-class _Problems(Exception):
-    pass
 
 
 class _EventChecker:

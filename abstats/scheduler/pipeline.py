@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from abstats.analysis.drift import run_drift
 from abstats.analysis.service import run_analysis
-from abstats.control.service import run_decision_step
+from abstats.control.service import evaluate_snapshot
 from abstats.db.engine import session_scope
 from abstats.db.models import AnalysisSnapshot, Decision
 from abstats.experiments import repository
@@ -42,14 +42,10 @@ def run_pipeline(key: str, *, wait_seconds: float = 5.0) -> PipelineResult:
             result.decisions = decide(session, key, run.snapshot.id)
     try:
         with session_scope() as session:
-            result.report = _write_reports(session, key)
+            result.report = write_reports(session, key)
     except Exception:  # reports are derived output: log, never fail the pipeline
         log.exception("pipeline.reports_failed", experiment=key)
     return result
-
-
-def _write_reports(session: Session, key: str) -> Path | None:
-    return write_reports(session, key)
 
 
 def decide(session: Session, key: str, snapshot_id: int) -> list[Decision]:
@@ -57,7 +53,7 @@ def decide(session: Session, key: str, snapshot_id: int) -> list[Decision]:
     snapshot = session.get(AnalysisSnapshot, snapshot_id)
     if snapshot is None:  # deleted with its experiment in between
         return []
-    return run_decision_step(session, experiment, snapshot)
+    return evaluate_snapshot(session, experiment, snapshot).decisions
 
 
 def run_drift_job(key: str) -> int:

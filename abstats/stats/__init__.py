@@ -1,4 +1,5 @@
-"""abstats.stats: the statistics core (pure: numpy, scipy, statsmodels; no I/O, no abstats imports).
+"""abstats.stats: the statistics core (pure: numpy and scipy; no I/O, no abstats imports; the tests
+check it against statsmodels, which is a development dependency only).
 
 Everything works on sufficient statistics that SQL aggregates in one ``GROUP BY`` (each type's
 docstring lists the exact aggregates) and that add with ``+`` across weight epochs and shards.

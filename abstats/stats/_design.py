@@ -14,7 +14,7 @@ Alternative = Literal["two-sided", "greater", "less"]
 
 @dataclass(frozen=True, slots=True)
 class InferenceDesign:
-    """The inference a decision rests on (DESIGN.md section 2).
+    """The inference a decision rests on (docs/statistics.md).
 
     Parameters
     ----------

@@ -104,7 +104,7 @@ def drift_check(
 
     Flagged (``drifted``) only when the effect size crosses its threshold (PSI at least
     ``psi_threshold`` or Jensen-Shannon distance at least ``js_threshold``) and the chi-square
-    test of homogeneity is significant at ``alpha`` (DESIGN.md section 2). For several checks,
+    test of homogeneity is significant at ``alpha`` (docs/statistics.md). For several checks,
     pass the results through :func:`flag_drift` (Benjamini-Hochberg).
     """
     r, c = _pair(reference_counts, current_counts)

@@ -1,4 +1,4 @@
-"""Minimum-sample gates: no decision before every gate is met (DESIGN.md section 2)."""
+"""Minimum-sample gates: no decision before every gate is met (docs/statistics.md)."""
 
 from __future__ import annotations
 

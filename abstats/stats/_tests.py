@@ -1,7 +1,8 @@
 """Fixed-horizon two-sample tests and intervals on sufficient statistics.
 
-Conventions follow statsmodels: the first sample is the treatment, so effects are
-``treatment - control`` and ``alternative="greater"`` means treatment > control.
+Every function takes ``(control, treatment)`` in that order; effects are ``treatment - control``
+and ``alternative="greater"`` means treatment > control (statsmodels puts the treatment first:
+the docstrings say which statsmodels call gives the same result, with its arguments in its order).
 """
 
 from __future__ import annotations

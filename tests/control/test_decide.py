@@ -1,4 +1,4 @@
-"""Decision table of the pure policy engine: one test per path of DESIGN.md section 4."""
+"""Decision table of the pure policy engine: one test per path of docs/policy.md."""
 
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ def test_decision_step_promotes_once_per_snapshot(db_session: Session) -> None:
         weights={"v1": 1.0, "v2": 1.0},
     )
     row = add_snapshot(db_session, experiment, result)
-    decisions = service.run_decision_step(db_session, experiment, row)
+    decisions = service.evaluate_snapshot(db_session, experiment, row).decisions
     assert [d.action for d in decisions] == ["promote"]
     d = decisions[0]
     assert d.actor == "policy" and d.applied and d.snapshot_id == row.id
@@ -69,7 +69,7 @@ def test_decision_step_promotes_once_per_snapshot(db_session: Session) -> None:
     assert {v.key: v.retired for v in experiment.variants} == {"v1": True, "v2": False}
     epochs_before = _count(db_session, WeightEpoch, experiment.id)
     # the same snapshot again: nothing
-    assert service.run_decision_step(db_session, experiment, row) == []
+    assert service.evaluate_snapshot(db_session, experiment, row).decisions == []
     assert _count(db_session, WeightEpoch, experiment.id) == epochs_before
     assert _count(db_session, Decision, experiment.id) == 2  # start + promote
 
@@ -79,7 +79,7 @@ def test_recommend_mode_records_without_applying(db_session: Session) -> None:
     service.start(db_session, "churn", actor="key:abc")
     breach = primary(comparison(effect=-0.05, lo=-0.08, hi=-0.02, p=0.001, worse=True))
     first = add_snapshot(db_session, experiment, snapshot([breach], weight_epoch=0))
-    [decision] = service.run_decision_step(db_session, experiment, first)
+    [decision] = service.evaluate_snapshot(db_session, experiment, first).decisions
     assert decision.action == "rollback" and not decision.applied
     db_session.refresh(experiment)
     assert experiment.status == "running"
@@ -90,7 +90,9 @@ def test_recommend_mode_records_without_applying(db_session: Session) -> None:
     assert list(routers) == []
     later = snapshot([breach], weight_epoch=0, cutoff=datetime.now(UTC) + timedelta(minutes=5))
     second = add_snapshot(db_session, experiment, later)
-    assert service.run_decision_step(db_session, experiment, second) == []  # same recommendation
+    assert (
+        service.evaluate_snapshot(db_session, experiment, second).decisions == []
+    )  # same recommendation
 
 
 def test_mode_off_records_nothing(db_session: Session) -> None:
@@ -101,7 +103,7 @@ def test_mode_off_records_nothing(db_session: Session) -> None:
         experiment,
         snapshot([primary(comparison(effect=-0.05, worse=True, p=0.001))], weight_epoch=0),
     )
-    assert service.run_decision_step(db_session, experiment, row) == []
+    assert service.evaluate_snapshot(db_session, experiment, row).decisions == []
 
 
 def test_policy_pause_sends_the_control_to_the_router(db_session: Session) -> None:
@@ -110,7 +112,7 @@ def test_policy_pause_sends_the_control_to_the_router(db_session: Session) -> No
     row = add_snapshot(
         db_session, experiment, snapshot([primary()], srm_flagged=True, weight_epoch=0)
     )
-    [decision] = service.run_decision_step(db_session, experiment, row)
+    [decision] = service.evaluate_snapshot(db_session, experiment, row).decisions
     assert decision.action == "pause" and decision.status_after == "paused"
     item = db_session.scalars(select(OutboxItem).where(OutboxItem.decision_id == decision.id)).one()
     assert item.kind == "router" and item.payload["weights"] == {"v1": 100.0, "v2": 0.0}

@@ -1,4 +1,4 @@
-"""POST /v1/events through HTTP against the real database: every rule of DESIGN.md section 3."""
+"""POST /v1/events through HTTP against the real database: every rule of docs/events.md."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ sends the same requests. Operations with a ``{key}`` are also run against a real
 experiment so that the cases reach the service code instead of stopping at 404.
 
 ``POST /v1/events`` reads its body itself, so the app's schema declares none; the envelope of
-DESIGN.md section 3 is added to the schema here so that its bodies are generated too.
+docs/events.md is added to the schema here so that its bodies are generated too.
 """
 
 from __future__ import annotations

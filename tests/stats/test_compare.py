@@ -48,7 +48,7 @@ def assert_json(result: ComparisonResult) -> dict[str, object]:
 def test_zero_errors_in_15000_calls_prove_non_inferiority_at_one_point(
     design: InferenceDesign,
 ) -> None:
-    """DESIGN.md section 2: boundary data is not missing data."""
+    """docs/statistics.md: boundary data is not missing data."""
     clean = ProportionStats(15_000, 0)
     result = compare(
         clean,
