@@ -101,10 +101,14 @@ def run_analysis(
     ids = rollup.current.as_dict()
     if previous is not None and _same_data(previous.watermark, ids):
         return AnalysisRun(previous, False, rollup, timings)
+    # The server's clock bounds the data cut-off: an event stamped in the future (a client's
+    # clock; up to 24 h ahead is accepted) is stored and analysed but cannot move the clock that
+    # runtime, ramp steps and freshness are measured on.
+    server_now = now or datetime.now(UTC)
     if rollup.current.prediction_id == 0 and rollup.current.exposure_id == 0:
-        cutoff = now or datetime.now(UTC)
+        cutoff = server_now
     else:
-        cutoff = rollup.current.max_event_ts or now or datetime.now(UTC)
+        cutoff = min(rollup.current.max_event_ts or server_now, server_now)
     if previous is not None and cutoff <= previous.cutoff:
         cutoff = previous.cutoff + timedelta(microseconds=1)  # backfills: keep cut-offs unique
     started = clock()

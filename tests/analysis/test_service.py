@@ -293,3 +293,33 @@ def test_an_error_rate_breach_is_read_on_its_absolute_margin(db_session: Session
         r"\+0\.2 \[\+0\.1\d+, \+0\.2\d+\] \(margin 0\.01\)",
         result.reason,
     ), result.reason
+
+
+def test_a_future_stamped_event_cannot_satisfy_a_time_gate(db_session: Session) -> None:
+    """A client's clock 23 h ahead (accepted: the limit is 24 h) used to move the data cut-off,
+    so ``min_runtime: 2h`` was met minutes after the start. The server's clock bounds it now."""
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    start = now - timedelta(minutes=10)
+    experiment = make_experiment(
+        db_session,
+        metrics=METRICS,
+        policy={**POLICY, "min_runtime": "2h"},
+        epochs=[(start, {"control": 1.0, "treatment": 1.0})],
+    )
+    rng = np.random.default_rng(9)
+    events = traffic(rng, 1000, {"control": 0.1, "treatment": 0.3}, "f")
+    for group in (events.exposures, events.predictions, events.outcomes):
+        for e in group:  # the 180 minutes of `traffic` squeezed into the last 9 minutes
+            e["ts"] = start + (e["ts"] - T0) / 20
+    events.outcomes.append(
+        {"unit_id": "f1", "name": "converted", "value": 1.0, "ts": now + timedelta(hours=23)}
+    )
+    write_events(db_session, experiment, events)
+    run = run_analysis(db_session, experiment.key, wait_seconds=1, now=now)
+    result = SnapshotResult.model_validate(run.snapshot.result)
+    assert result.cutoff <= now  # stored, analysed, but not the clock
+    assert result.runtime_seconds <= 600
+    assert not result.gates.min_runtime_met
+    assert result.recommendation == "keep_running" and "runtime" in result.reason
