@@ -109,10 +109,18 @@ def summarize(spec: ExperimentSpec, data: Aggregates, state: ExperimentState) ->
     prev_comparisons: Mapping[str, Any] = dict(previous.get("comparisons", {}))
     new_comparisons: dict[str, object] = {}
     results: list[MetricResult] = []
+    frozen: Mapping[str, Any] = dict(previous.get("fixed_final", {}))
+    at_horizon = policy.max_units_per_variant is not None and all(
+        data.units.get(v, 0) >= policy.max_units_per_variant for v in spec.variants
+    )
     for metric in spec.metrics:
         metric_data = data.metrics.get(metric.key, MetricData({}, {}))
         comparisons = []
-        for treatment in spec.treatments:
+        if policy.inference == "fixed" and metric.role != "guardrail" and metric.key in frozen:
+            # a fixed design tests once, at the first look that reaches the planned sample; its
+            # result is final (re-testing later looks would inflate the error rate)
+            comparisons = [Comparison.model_validate(c) for c in frozen[metric.key]]
+        for treatment in spec.treatments if not comparisons else ():
             comparison, states = _comparison(
                 metric,
                 treatment,
@@ -137,6 +145,12 @@ def summarize(spec: ExperimentSpec, data: Aggregates, state: ExperimentState) ->
             )
         )
     holm_primaries(results, policy.alpha)
+    if policy.inference == "fixed" and at_horizon:
+        frozen = frozen or {
+            m.metric: [c.model_dump(mode="json") for c in m.comparisons]
+            for m in results
+            if m.role != "guardrail"
+        }
     srm = srm_result(data.epochs, data.units_by_epoch, previous.get("srm_p_value"))
     gates = _gates(spec, data)
     total_units = sum(data.units.values())
@@ -161,6 +175,7 @@ def summarize(spec: ExperimentSpec, data: Aggregates, state: ExperimentState) ->
         sequential_state={
             "comparisons": new_comparisons,
             "srm_p_value": srm.p_value if srm is not None else previous.get("srm_p_value"),
+            **({"fixed_final": dict(frozen)} if frozen else {}),
         },
     )
     action = recommend(snapshot, policy, state)
@@ -293,6 +308,10 @@ def compare_arms(
     when both arms have units in more than one."""
     margin = metric.margin_amount
     margin_relative = margin.relative if margin is not None else True
+    if design.method == "fixed" and metric.role == "guardrail":
+        # guardrails protect production from the first look: a valid sequential test even when
+        # the primary metric is read once at a fixed horizon
+        design = replace(design, method="always_valid")
     if margin is not None and not margin.relative:
         # on the absolute scale the margin is the effect that matters: tune the mixture to it
         design = replace(design, mde_absolute=abs(margin.value))
