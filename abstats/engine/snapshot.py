@@ -70,6 +70,10 @@ class Comparison(_Model):
     non_inferior: bool | None = Field(
         default=None, description="Guardrails: proven not worse than the margin"
     )
+    p_value_non_inferiority: float | None = Field(
+        default=None,
+        description="Guardrails: the one-sided non-inferiority test's p-value (against the margin)",
+    )
     margin: Amount | None = None
     inference: str = "always_valid"
 

@@ -290,6 +290,7 @@ def _comparison(
             non_inferiority=True,
         )
         comparison.non_inferior = ni.non_inferior
+        comparison.p_value_non_inferiority = _finite(ni.non_inferiority_p_value)
         states[ni_key] = ni.state.to_dict()
     return comparison, states
 
@@ -365,14 +366,17 @@ def _empty_like(stats: ArmStats | None) -> ArmStats:
 
 
 def to_comparison(metric: MetricSpec, variant: str, r: ComparisonResult) -> Comparison:
+    """``better``/``worse`` are read off the interval: significant, and the interval excludes zero
+    on that side (for sequential designs the interval is the running intersection, so it agrees
+    with the running-minimum p-value and never points the other way)."""
     direction = metric.effective_direction
     ok = r.status == "ok"
-    effect = r.relative_effect if r.effect_scale == "relative" else r.absolute_effect
+    lo, hi = r.ci_lower, r.ci_upper
     better = worse = None
-    if direction is not None and ok and math.isfinite(effect):
-        good = effect > 0 if direction == "increase" else effect < 0
-        better = bool(r.significant and good)
-        worse = bool(r.significant and not good and effect != 0)
+    if direction is not None and ok and math.isfinite(lo) and math.isfinite(hi):
+        above, below = lo > 0, hi < 0
+        better = bool(r.significant and (above if direction == "increase" else below))
+        worse = bool(r.significant and (below if direction == "increase" else above))
     return Comparison(
         variant=variant,
         status=r.status,
@@ -388,6 +392,7 @@ def to_comparison(metric: MetricSpec, variant: str, r: ComparisonResult) -> Comp
         better=better,
         worse=worse,
         non_inferior=None,
+        p_value_non_inferiority=None,
         margin=metric.margin_amount,
         inference=r.method,
     )

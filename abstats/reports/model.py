@@ -125,6 +125,7 @@ class ResultRow:
     ci_scale: str
     p_value: float | None
     p_value_adjusted: float | None
+    p_value_non_inferiority: float | None
     status: str
     message: str
     outcome: Literal["better", "worse", "neutral", "not_enough_data"]
@@ -417,6 +418,7 @@ def _results(snap: SnapshotResult) -> list[ResultRow]:
                     ci_scale=c.ci_scale,
                     p_value=c.p_value,
                     p_value_adjusted=c.p_value_adjusted,
+                    p_value_non_inferiority=c.p_value_non_inferiority,
                     status=c.status,
                     message=c.message,
                     outcome=outcome,

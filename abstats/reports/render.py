@@ -138,6 +138,7 @@ def _row_json(r: ResultRow) -> dict[str, Any]:
         "ci_upper": _finite(r.ci_upper),
         "ci_scale": r.ci_scale,
         "p_value": _finite(r.p_value),
+        "p_value_non_inferiority": _finite(r.p_value_non_inferiority),
         "p_value_adjusted": _finite(r.p_value_adjusted),
         "status": r.status,
         "outcome": r.outcome,
@@ -163,6 +164,14 @@ def effect_text(r: ResultRow) -> str:
     return words.effect_parts(
         r.ci_scale, r.relative_effect, r.absolute_effect, r.ci_lower, r.ci_upper
     )
+
+
+def shown_p(r: ResultRow) -> str:
+    """The p-value of the test the row's outcome rests on: a guardrail's non-inferiority test
+    (against its margin, marked "NI"), else the two-sided test."""
+    if r.role == "guardrail" and r.p_value_non_inferiority is not None and not r.outcome == "worse":
+        return f"{words.p_value(r.p_value_non_inferiority)} (NI)"
+    return words.p_value(r.p_value)
 
 
 def _adjusted_p(r: ResultRow) -> str:
@@ -234,7 +243,7 @@ def to_markdown(report: Report) -> str:
                     words.value(r.variant_value),
                     words.num(r.absolute_effect),
                     effect_text(r),
-                    words.p_value(r.p_value),
+                    shown_p(r),
                     _adjusted_p(r),
                     outcome_text(r),
                 )
@@ -329,7 +338,7 @@ def to_html(report: Report) -> str:
                 "value": words.value(r.variant_value),
                 "effect": effect_text(r),
                 "absolute": words.num(r.absolute_effect),
-                "p": words.p_value(r.p_value),
+                "p": shown_p(r),
                 "p_adj": _adjusted_p(r),
                 "outcome": outcome_text(r),
                 "bar": charts.interval_bar(

@@ -153,7 +153,11 @@ def sample_report(now: datetime | None = None) -> Report:
                       better_if="decrease")  # fmt: skip
         assert lat.ci_upper is not None
         lat = lat.model_copy(
-            update={"margin": Amount.parse("10%"), "non_inferior": lat.ci_upper < 0.10}
+            update={
+                "margin": Amount.parse("10%"),
+                "non_inferior": lat.ci_upper < 0.10,
+                "p_value_non_inferiority": 0.004 if lat.ci_upper < 0.10 else 0.31,
+            }
         )
         latency = metric("latency_p95", "latency", "guardrail", "decrease", 35.5, lat, n)
         auc = metric("auc", "classification", "secondary", "increase", 0.906,

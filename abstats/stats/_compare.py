@@ -690,6 +690,7 @@ def compare_stratified(
             mde = math.log1p(design.mde_relative) if use_log else design.mde_relative
 
     status: Status = "ok"
+    effect_scale = "relative" if relative else "absolute"
     messages: list[str] = []
     p_value, lower, upper, significant, boundary, se = _NAN, _NAN, _NAN, False, None, _NAN
     new_p: float | None = state.p_value
@@ -717,6 +718,12 @@ def compare_stratified(
             lower, upper = _expm1(lower), _expm1(upper)
             se *= t / c  # delta method: se(t/c - 1) = (t/c) se(log(t/c))
         new_p = p_value
+        if design.method != "fixed" and alternative == "two-sided":
+            lower, upper = _intersect(lower, upper, state.interval, effect_scale)
+            # significance is read off the interval, so "better" and "worse" always quote an
+            # interval that excludes zero on that side (the running-minimum p-value agrees)
+            if math.isfinite(lower) and math.isfinite(upper):
+                significant = significant and (lower > 0 or upper < 0)
 
     before_horizon = (
         design.method == "fixed"
@@ -768,10 +775,14 @@ def compare_stratified(
         kept_fractions = (information,)  # only whether the horizon was passed matters
     else:
         kept_fractions = ()
+    kept_interval = state.interval
+    if design.method != "fixed" and math.isfinite(lower) and math.isfinite(upper):
+        kept_interval = (lower, upper, effect_scale)
     next_state = SequentialState(
         new_p if design.method != "fixed" else None,
         new_ni_p if design.method != "fixed" else None,
         kept_fractions,
+        kept_interval if design.method != "fixed" else None,
     )
     return ComparisonResult(
         status=status,
@@ -800,6 +811,26 @@ def compare_stratified(
         boundary=boundary,
         state=next_state,
     )
+
+
+def _intersect(
+    lower: float, upper: float, previous: tuple[float, float, str] | None, scale: str
+) -> tuple[float, float]:
+    """The running intersection of sequential intervals (see ``SequentialState.interval``).
+
+    An empty intersection can happen only with the small probability the design allows (or when
+    the effect itself moved): then the current look's interval is kept and the running
+    intersection starts again from it."""
+    if (
+        previous is None
+        or previous[2] != scale
+        or not (math.isfinite(lower) and math.isfinite(upper))
+    ):
+        return lower, upper
+    lo, hi = max(lower, previous[0]), min(upper, previous[1])
+    if lo > hi:
+        return lower, upper
+    return lo, hi
 
 
 def _units(stats_: ArmStats) -> int:

@@ -112,11 +112,17 @@ class SequentialState:
         The same for the non-inferiority test.
     information_fractions : tuple of float
         Group-sequential: information fractions of the interim looks taken so far.
+    interval : tuple (lower, upper, scale) or None
+        Sequential designs: the running intersection of the intervals of every look so far, on
+        ``scale`` ("relative" or "absolute"). A confidence sequence (or a set of repeated
+        confidence intervals) covers the effect at every look at once, so their intersection does
+        too; it is the interval that agrees with the running-minimum p-value.
     """
 
     p_value: float | None = None
     non_inferiority_p_value: float | None = None
     information_fractions: tuple[float, ...] = ()
+    interval: tuple[float, float, str] | None = None
 
     def to_dict(self) -> dict[str, object]:
         """JSON-serialisable form."""
@@ -124,6 +130,7 @@ class SequentialState:
             "p_value": self.p_value,
             "non_inferiority_p_value": self.non_inferiority_p_value,
             "information_fractions": list(self.information_fractions),
+            "interval": list(self.interval) if self.interval is not None else None,
         }
 
     @classmethod
@@ -136,8 +143,19 @@ class SequentialState:
         fractions = data.get("information_fractions") or []
         if not isinstance(fractions, list | tuple):
             raise ValueError("information_fractions must be a list")
+        interval = data.get("interval")
+        kept: tuple[float, float, str] | None = None
+        if isinstance(interval, list | tuple) and len(interval) == 3:
+            lo, hi, scale = interval
+            if (
+                isinstance(lo, int | float)
+                and isinstance(hi, int | float)
+                and isinstance(scale, str)
+            ):
+                kept = (float(lo), float(hi), scale)
         return cls(
             float(p) if isinstance(p, int | float) else None,
             float(ni) if isinstance(ni, int | float) else None,
             tuple(float(f) for f in fractions),
+            kept,
         )

@@ -557,3 +557,35 @@ def test_an_absolute_mde_tunes_absolute_scale_intervals_near_zero() -> None:
     assert width[id(derived)] > 20 * width[id(fixed)]
     assert width[id(tuned)] < 3 * width[id(fixed)]
     assert tuned.p_value >= fixed.p_value
+
+
+@pytest.mark.parametrize(
+    ("design", "early"),
+    [(ALWAYS, (600, 960)), (HORIZON, (520, 920)), (GROUP, (600, 960))],
+    ids=["always", "horizon", "group"],
+)
+def test_sequential_intervals_are_intersected_so_direction_agrees_with_p(
+    design: InferenceDesign, early: tuple[int, int]
+) -> None:
+    """Issue 13 item 6: the sequential p-value is a running minimum, so the interval must be the
+    running intersection; else an effect found better at one look is "significant" later with an
+    interval that holds 0 (and, with a negative estimate, was read as "worse")."""
+    looks_data = [
+        (ProportionStats(4000, 400), ProportionStats(4000, early[0])),  # clearly better
+        (ProportionStats(8000, 800), ProportionStats(8000, early[1])),
+        (ProportionStats(16000, 1600), ProportionStats(16000, 1700)),  # pooled +6%
+    ]
+    state, looks = None, []
+    for control, treatment in looks_data:
+        result = compare(control, treatment, design=design, previous=state)
+        state = result.state
+        looks.append(result)
+    assert looks[0].significant and looks[0].ci_lower > 0
+    fresh = compare(*looks_data[-1], design=design, previous=SequentialState(p_value=None))
+    assert fresh.ci_lower < 0 < fresh.ci_upper  # the last look alone would hold 0
+    for before, after in zip(looks, looks[1:], strict=False):
+        # each interval lies within the one before: the running intersection
+        assert after.ci_lower >= before.ci_lower - 1e-12
+        assert after.ci_upper <= before.ci_upper + 1e-12
+    last = looks[-1]
+    assert last.significant and last.ci_lower > 0  # still better, never 0 inside, never worse
