@@ -169,7 +169,7 @@ def effect_text(r: ResultRow) -> str:
 def shown_p(r: ResultRow) -> str:
     """The p-value of the test the row's outcome rests on: a guardrail's non-inferiority test
     (against its margin, marked "NI"), else the two-sided test."""
-    if r.role == "guardrail" and r.p_value_non_inferiority is not None and not r.outcome == "worse":
+    if r.role == "guardrail" and r.p_value_non_inferiority is not None and r.outcome != "worse":
         return f"{words.p_value(r.p_value_non_inferiority)} (NI)"
     return words.p_value(r.p_value)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -583,7 +584,7 @@ def test_sequential_intervals_are_intersected_so_direction_agrees_with_p(
     assert looks[0].significant and looks[0].ci_lower > 0
     fresh = compare(*looks_data[-1], design=design, previous=SequentialState(p_value=None))
     assert fresh.ci_lower < 0 < fresh.ci_upper  # the last look alone would hold 0
-    for before, after in zip(looks, looks[1:], strict=False):
+    for before, after in itertools.pairwise(looks):
         # each interval lies within the one before: the running intersection
         assert after.ci_lower >= before.ci_lower - 1e-12
         assert after.ci_upper <= before.ci_upper + 1e-12
