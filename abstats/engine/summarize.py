@@ -40,6 +40,7 @@ from abstats.stats import (
     ProportionStats,
     RatioStats,
     SequentialState,
+    Weighting,
     compare,
     compare_stratified,
     estimate,
@@ -50,6 +51,10 @@ from abstats.stats import (
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 
 Arms = dict[str, dict[int, ArmStats]]  # variant -> weight epoch -> sufficient statistics
+
+# How weight epochs are combined (abstats.stats.compare_stratified): CMH weights waste no power
+# on a ramp's lopsided early epochs, and weight both arms alike so a drifting baseline cancels.
+EPOCH_WEIGHTING: Weighting = "cmh"
 
 
 @dataclass(frozen=True)
@@ -335,7 +340,9 @@ def compare_arms(
         if _units(control[e]) > 0 and _units(treatment[e]) > 0
     )
     if len(shared) > 1:
-        return compare_stratified([(control[e], treatment[e]) for e in shared], **kwargs)
+        return compare_stratified(
+            [(control[e], treatment[e]) for e in shared], weighting=EPOCH_WEIGHTING, **kwargs
+        )
     c = pooled(control)
     t = pooled(treatment)
     if c is None or t is None:

@@ -590,3 +590,22 @@ def test_sequential_intervals_are_intersected_so_direction_agrees_with_p(
         assert after.ci_upper <= before.ci_upper + 1e-12
     last = looks[-1]
     assert last.significant and last.ci_lower > 0  # still better, never 0 inside, never worse
+
+
+def test_cmh_epoch_weights_cancel_a_drifting_baseline_and_waste_less_power() -> None:
+    """Issue 13 item 9: a 5/95 epoch weighted by its total size costs variance for nothing; CMH
+    weights (n_c n_t / (n_c + n_t)) count it by its small arm. Both leave a drifting baseline
+    out of the effect."""
+    strata = [
+        (ProportionStats(9500, 855), ProportionStats(500, 45)),  # 5% step, baseline 9%
+        (ProportionStats(7500, 750), ProportionStats(2500, 250)),  # 25% step, baseline 10%
+        (ProportionStats(5000, 550), ProportionStats(5000, 550)),  # 50% step, baseline 11%
+    ]
+    by_size = compare_stratified(strata, design=FIXED, weighting="stratum_size")
+    cmh = compare_stratified(strata, design=FIXED, weighting="cmh")
+    assert by_size.relative_effect == pytest.approx(0, abs=1e-12)
+    assert cmh.relative_effect == pytest.approx(0, abs=1e-12)
+    ratio = (by_size.standard_error / cmh.standard_error) ** 2
+    assert ratio > 1.3, ratio  # the variance stratum-size weighting wastes
+    pooled = compare(ProportionStats(22000, 2155), ProportionStats(8000, 845), design=FIXED)
+    assert pooled.relative_effect > 0.05  # pooling turns the drift into a fake lift
