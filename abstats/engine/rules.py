@@ -18,6 +18,9 @@ Order of the rules (``docs/policy.md``):
    harm beyond the guardrail's margin: the whole interval lies past the margin on the bad side
    (without a margin: any significant harm).
 6. A primary metric significantly worse in any candidate: rollback (``rollback.on_primary_worse``).
+   Rules 5 and 6 share one family-wise error budget: with ``m`` tests that can roll back
+   (``SnapshotResult.rollback_tests``), each runs at ``alpha / m`` (Bonferroni), and the
+   guardrails' two-sided intervals are computed at that level.
 7. At the promotion step (no ramp, bandit mode, or the highest ramp step below 100): promote the
    candidate whose primary is better with adjusted p < alpha and lift >= ``promote.min_lift``,
    with every guardrail proven non-inferior.
@@ -170,6 +173,13 @@ def is_breach(metric: MetricResult, c: Comparison, alpha: float) -> bool:
     if metric.direction == "decrease":
         return c.ci_lower is not None and c.ci_lower > margin.value
     return c.ci_upper is not None and c.ci_upper < -margin.value
+
+
+def rollback_tests(
+    *, guardrails: int, primaries: int, treatments: int, on_primary_worse: bool
+) -> int:
+    """How many tests can roll an experiment back: the size of its one family-wise budget."""
+    return max(1, treatments * (guardrails + (primaries if on_primary_worse else 0)))
 
 
 def lift_in_good_direction(metric: MetricResult, c: Comparison, relative: bool) -> float | None:
@@ -334,13 +344,16 @@ def _evaluate(
 
     guardrails = _by_role(snapshot, "guardrail")
     primaries = _by_role(snapshot, "primary")
+    # one family-wise budget for every test that can roll back (guardrails x candidates and, when
+    # on, primaries x candidates): Bonferroni, each at alpha / m (docs/policy.md)
+    rollback_alpha = alpha / max(snapshot.rollback_tests, 1)
 
     # 5. guardrail breach
     breaches = [
         (m, c)
         for m in guardrails
         for v in candidates
-        if (c := _comparison(m, v)) is not None and is_breach(m, c, alpha)
+        if (c := _comparison(m, v)) is not None and is_breach(m, c, rollback_alpha)
     ]
     if breaches:
         text = "guardrail breach: " + "; ".join(describe_guardrail(m, c) for m, c in breaches)
@@ -365,7 +378,7 @@ def _evaluate(
             (m, c)
             for m in primaries
             for v in candidates
-            if (c := _comparison(m, v)) is not None and is_worse(c, alpha)
+            if (c := _comparison(m, v)) is not None and is_worse(c, rollback_alpha)
         ]
         if worse and policy.rollback.on_primary_worse:
             text = "primary worse: " + "; ".join(describe_primary(m, c, alpha) for m, c in worse)

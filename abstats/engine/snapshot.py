@@ -154,6 +154,11 @@ class SnapshotResult(_Model):
     metrics: list[MetricResult]
     srm: SrmResult | None
     drift: list[DriftCheck] = Field(default_factory=list)
+    rollback_tests: int = Field(
+        default=1,
+        description="Tests that can roll back (guardrails x treatments, + primaries x treatments "
+        "when on_primary_worse): each runs at alpha / rollback_tests",
+    )
     recommendation: str = Field(
         default="keep running", description="What the statistics alone suggest"
     )

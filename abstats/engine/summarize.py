@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from abstats.engine.rules import ExperimentState, recommend
+from abstats.engine.rules import ExperimentState, recommend, rollback_tests
 from abstats.engine.snapshot import (
     Comparison,
     DriftCheck,
@@ -110,6 +110,12 @@ def summarize(spec: ExperimentSpec, data: Aggregates, state: ExperimentState) ->
     recommendation is what the policy would decide on this snapshot in that state."""
     policy = spec.policy
     design = design_from_policy(policy)
+    family = rollback_tests(
+        guardrails=sum(m.role == "guardrail" for m in spec.metrics),
+        primaries=len(spec.primaries),
+        treatments=len(spec.treatments),
+        on_primary_worse=policy.rollback.on_primary_worse,
+    )
     previous: Mapping[str, Any] = data.previous_state
     prev_comparisons: Mapping[str, Any] = dict(previous.get("comparisons", {}))
     new_comparisons: dict[str, object] = {}
@@ -133,6 +139,7 @@ def summarize(spec: ExperimentSpec, data: Aggregates, state: ExperimentState) ->
                 metric_data.arms.get(treatment, {}),
                 design,
                 prev_comparisons,
+                rollback_family=family,
             )
             new_comparisons.update(states)
             comparisons.append(comparison)
@@ -174,6 +181,7 @@ def summarize(spec: ExperimentSpec, data: Aggregates, state: ExperimentState) ->
         last_event_at=data.cutoff,
         runtime_seconds=gates.runtime_seconds,
         gates=gates,
+        rollback_tests=family,
         metrics=results,
         srm=srm,
         drift=list(data.drift),
@@ -270,15 +278,22 @@ def _comparison(
     treatment_arms: Mapping[int, ArmStats],
     design: InferenceDesign,
     previous: Mapping[str, Any],
+    *,
+    rollback_family: int,
 ) -> tuple[Comparison, dict[str, object]]:
     """The two-sided comparison and, for a guardrail with a margin, the non-inferiority test;
-    with the sequential states to carry."""
+    with the sequential states to carry. A guardrail's two-sided test is one of the tests that
+    can roll back: it runs at alpha / rollback_family (its non-inferiority test, which only gates
+    promotion and ramp steps, at alpha)."""
     state_key = f"{metric.key}/{treatment}"
+    two_sided = design
+    if metric.role == "guardrail":
+        two_sided = replace(design, alpha=design.alpha / rollback_family)
     outcome = compare_arms(
         metric,
         control_arms,
         treatment_arms,
-        design,
+        two_sided,
         SequentialState.from_dict(previous.get(state_key)),
     )
     comparison = to_comparison(metric, treatment, outcome)

@@ -209,6 +209,15 @@ def drift_names(flagged: Iterable[DriftCheck]) -> str:
     )
 
 
+def rollback_budget(alpha: float, tests: int) -> str:
+    """The note under a results table whose guardrail intervals are at the rollback level."""
+    level = 100 * (1 - alpha / tests)
+    return (
+        f"Guardrail intervals are {level:.4g}% intervals: the {tests} tests that can roll the "
+        f"experiment back share one error budget (alpha {alpha:g}, {alpha / tests:.3g} each)."
+    )
+
+
 def ramp_step(current: float, following: float) -> str:
     return f"{current:g}% -> {following:g}%"
 

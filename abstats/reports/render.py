@@ -166,6 +166,13 @@ def effect_text(r: ResultRow) -> str:
     )
 
 
+def _level_note(report: Report) -> str:
+    snap = report.snapshot
+    if snap is None or snap.rollback_tests <= 1:
+        return ""
+    return words.rollback_budget(snap.alpha, snap.rollback_tests)
+
+
 def shown_p(r: ResultRow) -> str:
     """The p-value of the test the row's outcome rests on: a guardrail's non-inferiority test
     (against its margin, marked "NI"), else the two-sided test."""
@@ -224,7 +231,9 @@ def to_markdown(report: Report) -> str:
         "",
         "## Results",
         "",
-        POOLING_NOTE if len(report.epochs) > 1 else "",
+        " ".join(
+            n for n in (POOLING_NOTE if len(report.epochs) > 1 else "", _level_note(report)) if n
+        ),
         "",
         "| metric | role | variant | control | variant value | absolute effect | effect [95% CI] "
         "| p (always-valid) | p (Holm) | outcome |",
@@ -385,7 +394,9 @@ def to_html(report: Report) -> str:
     template = _env.get_template("report.html.j2")
     return template.render(
         report=report,
-        pooling_note=POOLING_NOTE if len(report.epochs) > 1 else "",
+        pooling_note=" ".join(
+            n for n in (POOLING_NOTE if len(report.epochs) > 1 else "", _level_note(report)) if n
+        ),
         exp=exp,
         verdict=report.verdict,
         icon=VERDICT_ICON.get(report.verdict.kind, ""),

@@ -424,3 +424,22 @@ def test_effect_formatting_for_absolute_and_infinite_bounds() -> None:
         }
     )
     assert describe_effect(c) == "+0.0123 [+0.003, +inf]"
+
+
+def test_rollbacks_share_one_family_wise_budget() -> None:
+    """Issue 13 item 7: every test that can roll back (guardrails x candidates, primaries x
+    candidates) shares alpha: each runs at alpha / m."""
+    breach = guardrail(
+        comparison(effect=0.25, lo=0.12, hi=0.40, p=0.01, worse=True, non_inferior=False,
+                   margin="10%")
+    )  # fmt: skip
+    alone = snapshot([primary(winning()), breach])
+    assert decide(alone, policy(), state(), now=NOW).kind == "rollback"
+    # with 3 guardrails x 2 candidates + 2 primaries: p = 0.01 > 0.05 / 8
+    family = alone.model_copy(update={"rollback_tests": 8})
+    action = decide(family, policy(), state(), now=NOW)
+    assert action.kind != "rollback", action.reason
+    worse = primary(comparison(effect=-0.05, lo=-0.09, hi=-0.01, p=0.02, worse=True))
+    assert decide(snapshot([worse]), policy(), state(), now=NOW).kind == "rollback"
+    many = snapshot([worse]).model_copy(update={"rollback_tests": 4})
+    assert decide(many, policy(), state(), now=NOW).kind != "rollback"
