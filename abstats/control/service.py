@@ -347,7 +347,8 @@ def put_policy(session: Session, key: str, body: Any) -> dict[str, Any]:
         raise_problems("policy", problems)
         raise  # unreachable: raise_problems raised
     experiment = repository.get_experiment(session, key, for_update=True)
-    raise_problems("policy", policy_problems(policy, list(experiment_spec(experiment).metrics)))
+    spec = experiment_spec(experiment)
+    raise_problems("policy", policy_problems(policy, list(spec.metrics), len(spec.variants)))
     experiment.policy = policy.model_dump(mode="json")
     experiment.updated_at = datetime.now(UTC)
     session.flush()

@@ -12,7 +12,8 @@ Order of the rules (``docs/policy.md``):
 2. Minimum-sample gates (units and primary events per variant, runtime): until all are met,
    nothing is decided ("keep running").
 3. Sample ratio mismatch: the data cannot be trusted, so promotion and ramp advances are blocked
-   and ``on_srm`` says what happens (pause, rollback, or a recorded warning).
+   and ``on_srm`` says what happens (pause, rollback, or a recorded warning; with a warning a
+   guardrail breach or a worse primary still rolls back).
 4. Drift flagged: ``on_drift`` (pause, rollback; ``warn`` only notes it and goes on).
 5. A guardrail breach in any candidate: rollback (``rollback.on_guardrail_breach``). A breach is
    harm beyond the guardrail's margin: the whole interval lies past the margin on the bad side
@@ -303,6 +304,7 @@ def _evaluate(
 
     notes: list[str] = []
     evidence: dict[str, Any] = {}
+    srm_warning: Action | None
 
     # 3. sample ratio mismatch
     if snapshot.srm is not None and snapshot.srm.flagged:
@@ -313,9 +315,13 @@ def _evaluate(
             return Action("pause", f"{text}; on_srm=pause", new_status="paused", evidence=evidence)
         if policy.on_srm == "rollback":
             return _rollback(state, f"{text}; on_srm=rollback", evidence)
-        return Action(
+        # warn: promotion, ramp and bandit are blocked, but a breach can still roll back
+        srm_warning = Action(
             "invalid_srm", f"{text}; on_srm=warn: promotion and ramp blocked", evidence=evidence
         )
+        notes.append(text)
+    else:
+        srm_warning = None
 
     # 4. drift
     flagged = [d for d in snapshot.drift if d.flagged]
@@ -362,7 +368,7 @@ def _evaluate(
             "comparisons": [_comparison_evidence(m, c) for m, c in breaches],
         }
         if policy.rollback.on_guardrail_breach:
-            return _rollback(state, text, ev)
+            return _with_notes(_rollback(state, text, ev), notes, evidence)
         notes.append(text + " (on_guardrail_breach is off: promotion and ramp blocked)")
         evidence.update(ev)
 
@@ -382,20 +388,19 @@ def _evaluate(
         ]
         if worse and policy.rollback.on_primary_worse:
             text = "primary worse: " + "; ".join(describe_primary(m, c, alpha) for m, c in worse)
-            return _rollback(
-                state,
-                text,
-                {
-                    "trigger": "primary_worse",
-                    "comparisons": [_comparison_evidence(m, c) for m, c in worse],
-                },
-            )
+            ev = {
+                "trigger": "primary_worse",
+                "comparisons": [_comparison_evidence(m, c) for m, c in worse],
+            }
+            return _with_notes(_rollback(state, text, ev), notes, evidence)
         if worse:
             notes.append(
                 "primary worse (on_primary_worse is off): "
                 + "; ".join(describe_primary(m, c, alpha) for m, c in worse)
             )
 
+    if srm_warning is not None:  # nothing rolled back: the untrusted data decides nothing else
+        return _with_notes(srm_warning, notes[1:], {})
     blocked = bool(breaches)
     steps = ramp.ramp_steps(policy.ramp) if policy.ramp is not None else []
     share = ramp.candidate_share(state.weights, candidates)

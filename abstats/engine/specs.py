@@ -1,4 +1,4 @@
-"""The typed specification of an experiment as the engine reads it: metrics (``docs/metrics.md``),
+"""The typed specification of an experiment as the engine reads it: metrics (``docs/concepts.md``),
 the policy (``docs/policy.md``) and :class:`ExperimentSpec`, parsed once per run from what is
 stored. Pure pydantic: no database, no HTTP."""
 
@@ -73,7 +73,7 @@ class Amount(BaseModel):
 
 
 class MetricSpec(BaseModel):
-    """How outcomes and predictions become one number per variant (docs/metrics.md)."""
+    """How outcomes and predictions become one number per variant (docs/concepts.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -100,8 +100,8 @@ class MetricSpec(BaseModel):
     def _margin(cls, v: str | float | None) -> str | float | None:
         if v is not None:
             amount = Amount.parse(v)
-            if amount.value < 0:
-                raise ValueError("margin cannot be negative")
+            if amount.value <= 0:
+                raise ValueError("margin must be positive: how much worse is acceptable, e.g. '5%'")
         return v
 
     @model_validator(mode="after")
@@ -119,6 +119,11 @@ class MetricSpec(BaseModel):
             raise ValueError(f"a {self.kind} metric needs {' and '.join(missing)}")
         if self.role == "guardrail" and self.effective_direction is None:
             raise ValueError("a guardrail needs a direction: 'increase' or 'decrease' is good")
+        if self.role == "guardrail" and self.margin is None:
+            raise ValueError(
+                "a guardrail needs a margin, how much worse is acceptable: relative ('10%') or "
+                "absolute (0.002); without one it could never be shown non-inferior"
+            )
         return self
 
     @property

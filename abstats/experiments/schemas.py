@@ -151,17 +151,27 @@ def variant_and_metric_problems(
     return problems
 
 
-def policy_problems(policy: Policy, metrics: list[MetricSpec]) -> list[FieldProblem]:
+def policy_problems(policy: Policy, metrics: list[MetricSpec], arms: int) -> list[FieldProblem]:
+    """What a policy cannot do with these metrics and this many variants."""
+    problems: list[FieldProblem] = []
     if policy.bandit is not None and policy.bandit.metric is not None:
         keys = [m.key for m in metrics]
         if policy.bandit.metric not in keys:
-            return [
+            problems.append(
                 FieldProblem(
                     "policy.bandit.metric",
                     f"{policy.bandit.metric!r} is not one of the metrics ({', '.join(keys)})",
                 )
-            ]
-    return []
+            )
+    if policy.bandit is not None and policy.bandit.floor * arms > 100:
+        problems.append(
+            FieldProblem(
+                "policy.bandit.floor",
+                f"{policy.bandit.floor:g}% for each of {arms} variants is more than 100%: "
+                f"use at most {100 / arms:.4g}",
+            )
+        )
+    return problems
 
 
 CREATE_FIELDS = {
@@ -302,7 +312,7 @@ def parse_create(raw: Any) -> ExperimentCreate:
         raise_problems("experiment", problems + validation_problems(exc))
         raise  # unreachable: raise_problems raised
     problems += variant_and_metric_problems(body.control, body.variants, body.metrics)
-    problems += policy_problems(body.policy, body.metrics)
+    problems += policy_problems(body.policy, body.metrics, len(body.variants))
     raise_problems("experiment", problems)
     return body
 

@@ -223,6 +223,17 @@ def test_srm_never_promotes_and_follows_on_srm(on_srm: str) -> None:
     assert action.evidence["trigger"] == "srm"
 
 
+def test_an_srm_warning_does_not_silence_a_guardrail_breach() -> None:
+    breach = guardrail(
+        comparison(effect=0.25, lo=0.12, hi=0.40, p=0.0004, worse=True, non_inferior=False,
+                   margin="10%")
+    )  # fmt: skip
+    bad = snapshot([primary(winning()), breach], srm_flagged=True)
+    action = decide(bad, policy(on_srm="warn"), state(), now=NOW)
+    assert action.kind == "rollback", action.reason
+    assert "invalid: SRM" in action.reason and "guardrail breach" in action.reason
+
+
 def test_srm_warning_is_recorded_once() -> None:
     bad = snapshot([primary()], srm_flagged=True)
     action = decide(bad, policy(on_srm="warn"), state(history=(past("invalid_srm"),)), now=NOW)

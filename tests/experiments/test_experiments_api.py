@@ -168,6 +168,43 @@ def test_create_with_declared_weights_policy_router_and_notifications(
             "policy.bandit.metric",
             "'nope' is not one of the metrics",
         ),
+        (
+            {"policy": {"bandit": {"floor": 60}, "ramp": None}},
+            "policy.bandit.floor",
+            "60% for each of 2 variants is more than 100%",
+        ),
+        (
+            {
+                "metrics": [
+                    {
+                        "key": "c",
+                        "kind": "proportion",
+                        "outcome": "c",
+                        "role": "primary",
+                        "direction": "increase",
+                    },
+                    {"key": "e", "kind": "error_rate", "role": "guardrail"},
+                ]
+            },
+            "metrics[1]",
+            "a guardrail needs a margin",
+        ),
+        (
+            {
+                "metrics": [
+                    {
+                        "key": "c",
+                        "kind": "proportion",
+                        "outcome": "c",
+                        "role": "primary",
+                        "direction": "increase",
+                    },
+                    {"key": "e", "kind": "error_rate", "role": "guardrail", "margin": "0%"},
+                ]
+            },
+            "metrics[1].margin",
+            "margin must be positive",
+        ),
         ({"router": {"backend": "istio"}}, "router.backend", "Input should be"),
         (
             {"notifications": {"webhook_url": "ftp://x"}},
