@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     analysis_interval_seconds: float = Field(default=60.0, gt=0)
     drift_interval_seconds: float = Field(default=300.0, gt=0)
     outbox_interval_seconds: float = Field(default=5.0, gt=0)
+    epoch_settle_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="After a router confirms new weights, units first exposed within this many "
+        "seconds are left out of the SRM check (routers and /assign caches switch over).",
+    )
 
     # Database pool.
     pool_size: int = Field(default=10, ge=1)

@@ -14,6 +14,7 @@ epoch 0 counts in epoch 0).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -130,6 +131,37 @@ def first_unit_seen(session: Session, experiment_id: int) -> datetime | None:
         {"e": experiment_id},
     ).scalar()
     return value
+
+
+def units_first_seen_in(
+    session: Session, experiment_id: int, windows: Sequence[tuple[int, datetime, datetime]]
+) -> dict[int, dict[int, int]]:
+    """Units first seen within each window ``(epoch, start, end)``: epoch -> variant id -> units
+    (one index range scan per window on ``analysis_unit (experiment_id, first_ts)``)."""
+    if not windows:
+        return {}
+    rows = session.execute(
+        text(
+            """
+            SELECT w.epoch, u.variant_id, count(*)
+            FROM unnest(CAST(:epochs AS int[]), CAST(:starts AS timestamptz[]),
+                        CAST(:ends AS timestamptz[])) AS w(epoch, start_ts, end_ts)
+            JOIN analysis_unit u
+              ON u.experiment_id = :e AND u.first_ts >= w.start_ts AND u.first_ts < w.end_ts
+            GROUP BY w.epoch, u.variant_id
+            """
+        ),
+        {
+            "e": experiment_id,
+            "epochs": [w[0] for w in windows],
+            "starts": [w[1] for w in windows],
+            "ends": [w[2] for w in windows],
+        },
+    )
+    out: dict[int, dict[int, int]] = {}
+    for epoch, variant_id, n in rows:
+        out.setdefault(int(epoch), {})[int(variant_id)] = int(n)
+    return out
 
 
 @dataclass(frozen=True)

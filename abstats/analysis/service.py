@@ -25,7 +25,8 @@ from abstats.analysis.rollup import (
     lock_analysis,
     roll_up,
 )
-from abstats.db.models import AnalysisSnapshot, DriftState, Experiment
+from abstats.config import get_settings
+from abstats.db.models import AnalysisSnapshot, DriftState, Experiment, WeightEpoch
 from abstats.engine.snapshot import DriftCheck, SnapshotResult
 from abstats.engine.specs import ExperimentSpec, MetricSpec
 from abstats.engine.summarize import Aggregates, Arms, EpochWeights, MetricData, summarize
@@ -205,8 +206,38 @@ def compute_result(
         },
         drift=latest_drift(session, experiment.id),
         previous_state=dict(previous.result.get("sequential_state", {})) if previous else {},
+        settling=_settling(session, experiment.id, history, key_of, cutoff),
     )
     return summarize(spec, data, experiment_state(session, experiment))
+
+
+def _settling(
+    session: Session,
+    experiment_id: int,
+    history: list[WeightEpoch],
+    key_of: dict[int, str],
+    cutoff: datetime,
+) -> dict[str, dict[str, int]]:
+    """Units first exposed in each epoch before its router confirmed the weights (plus
+    ``ABSTATS_EPOCH_SETTLE_SECONDS``): epoch -> variant -> units."""
+    settle = timedelta(seconds=get_settings().epoch_settle_seconds)
+    confirmed = repository.epoch_confirmations(session, experiment_id)
+    windows = []
+    for i, epoch in enumerate(history):
+        following = history[i + 1].started_at if i + 1 < len(history) else None
+        at = confirmed.get(epoch.epoch, epoch.started_at)
+        if epoch.epoch == history[0].epoch and at == epoch.started_at:
+            continue  # the first weights are served from the start: nothing to switch over
+        end = (at + settle) if at is not None else (following or cutoff + timedelta(seconds=1))
+        if following is not None:
+            end = min(end, following)
+        if end > epoch.started_at:
+            windows.append((epoch.epoch, epoch.started_at, end))
+    counts = aggregate.units_first_seen_in(session, experiment_id, windows)
+    return {
+        str(epoch): {key_of[vid]: n for vid, n in by_variant.items() if vid in key_of}
+        for epoch, by_variant in counts.items()
+    }
 
 
 def _metric_data(

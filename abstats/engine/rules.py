@@ -94,6 +94,10 @@ class ExperimentState:
     epoch_started_at: datetime
     retired: frozenset[str] = frozenset()
     history: Sequence[PastDecision] = ()
+    # when the router confirmed the current weights (None: when the epoch started), and whether
+    # it has not confirmed them yet: a ramp step is observed from the confirmation on
+    epoch_confirmed_at: datetime | None = None
+    epoch_pending: bool = False
 
     @property
     def candidates(self) -> list[str]:
@@ -591,8 +595,12 @@ def _ramp_step(
             "keep_running",
             f"{where}: the snapshot is of weight epoch {snapshot.weight_epoch}, the current step is epoch {state.weight_epoch}",
         )
+    if state.epoch_pending:
+        return Action(
+            "keep_running", f"{where}: waiting for the router to confirm this step's weights"
+        )
     clock = min(snapshot.cutoff, now)
-    observed = (clock - state.epoch_started_at).total_seconds()
+    observed = (clock - (state.epoch_confirmed_at or state.epoch_started_at)).total_seconds()
     needed = policy.ramp.min_interval_seconds
     if observed < needed:
         return Action(

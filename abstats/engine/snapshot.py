@@ -146,6 +146,11 @@ class SnapshotResult(_Model):
     exposures_by_epoch: dict[str, dict[str, int]] = Field(
         default_factory=dict, description="epoch -> variant -> units first exposed"
     )
+    srm_excluded_units: int = Field(
+        default=0,
+        description="Units first exposed while a router switched to new weights (until it "
+        "confirmed them, plus a settle window): left out of the SRM check",
+    )
     mixed_exposure_units: int = 0
     mixed_exposure_share: float = 0.0
     last_event_at: datetime | None = None

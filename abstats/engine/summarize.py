@@ -87,6 +87,10 @@ class Aggregates:
     metrics: Mapping[str, MetricData]  # metric key -> data
     drift: Sequence[DriftCheck] = ()
     previous_state: Mapping[str, Any] = field(default_factory=dict)
+    # epoch -> variant -> units first exposed while the router switched over (from the epoch's
+    # start until the router confirmed its weights, plus a settle window): they may have been
+    # served the previous weights, so the SRM check leaves them out
+    settling: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
 
 def design_from_policy(policy: Policy) -> InferenceDesign:
@@ -163,7 +167,11 @@ def summarize(spec: ExperimentSpec, data: Aggregates, state: ExperimentState) ->
             for m in results
             if m.role != "guardrail"
         }
-    srm = srm_result(data.epochs, data.units_by_epoch, previous.get("srm_p_value"))
+    served = {
+        epoch: {v: n - int(data.settling.get(epoch, {}).get(v, 0)) for v, n in by_variant.items()}
+        for epoch, by_variant in data.units_by_epoch.items()
+    }
+    srm = srm_result(data.epochs, served, previous.get("srm_p_value"))
     gates = _gates(spec, data)
     total_units = sum(data.units.values())
     current = data.epochs[-1]
@@ -176,6 +184,7 @@ def summarize(spec: ExperimentSpec, data: Aggregates, state: ExperimentState) ->
         alpha=policy.alpha,
         units=dict(data.units),
         exposures_by_epoch={e: dict(v) for e, v in data.units_by_epoch.items()},
+        srm_excluded_units=sum(sum(v.values()) for v in data.settling.values()),
         mixed_exposure_units=data.mixed_units,
         mixed_exposure_share=data.mixed_units / total_units if total_units else 0.0,
         last_event_at=data.cutoff,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, selectinload
 
 from abstats.db.models import (
@@ -68,6 +68,36 @@ def weight_history(session: Session, experiment_id: int) -> list[WeightEpoch]:
             .order_by(WeightEpoch.epoch)
         )
     )
+
+
+def epoch_confirmations(session: Session, experiment_id: int) -> dict[int, datetime | None]:
+    """When each weight epoch's weights were confirmed by the router (epoch -> time).
+
+    An epoch opened by a decision whose router call was delivered (applied and read back) is
+    confirmed at that delivery; one whose call is still pending, failed or was superseded is not
+    confirmed (``None``); an epoch with no router call (the first epoch, weights changed while
+    not running) is confirmed when it started."""
+    rows = session.execute(
+        text(
+            """
+            SELECT w.epoch, w.started_at,
+                   bool_or(o.id IS NOT NULL) AS has_call,
+                   min(o.done_at) FILTER (WHERE o.done_at IS NOT NULL AND o.last_error IS NULL)
+            FROM weight_epoch w
+            LEFT JOIN outbox o
+              ON o.decision_id = w.decision_id AND o.kind = 'router'
+            WHERE w.experiment_id = :e
+            GROUP BY w.epoch, w.started_at
+            """
+        ),
+        {"e": experiment_id},
+    )
+    out: dict[int, datetime | None] = {}
+    for epoch, started_at, has_call, delivered in rows:
+        out[int(epoch)] = (
+            (max(delivered, started_at) if delivered else None) if has_call else started_at
+        )
+    return out
 
 
 def open_epoch(

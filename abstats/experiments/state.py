@@ -67,6 +67,9 @@ def experiment_state(session: Session, experiment: Experiment) -> ExperimentStat
         )
         for d in repository.list_decisions(session, experiment.id, limit=HISTORY_DEPTH)
     ]
+    confirmed = repository.epoch_confirmations(session, experiment.id).get(
+        epoch.epoch, epoch.started_at
+    )
     return ExperimentState(
         status=experiment.status,
         control=experiment.control_variant,
@@ -76,6 +79,8 @@ def experiment_state(session: Session, experiment: Experiment) -> ExperimentStat
         epoch_started_at=epoch.started_at,
         retired=frozenset(v.key for v in experiment.variants if v.retired),
         history=tuple(history),
+        epoch_confirmed_at=confirmed,
+        epoch_pending=confirmed is None,
     )
 
 

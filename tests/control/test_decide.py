@@ -454,3 +454,17 @@ def test_rollbacks_share_one_family_wise_budget() -> None:
     assert decide(snapshot([worse]), policy(), state(), now=NOW).kind == "rollback"
     many = snapshot([worse]).model_copy(update={"rollback_tests": 4})
     assert decide(many, policy(), state(), now=NOW).kind != "rollback"
+
+
+def test_a_ramp_step_is_observed_from_the_routers_confirmation() -> None:
+    from dataclasses import replace
+
+    s = snapshot([primary(), good_guardrail()], cutoff=T0 + timedelta(hours=2))
+    ramped = state(weights={"v1": 95.0, "v2": 5.0})
+    assert decide(s, Policy.model_validate(RAMP), ramped, now=NOW).kind == "advance_ramp"
+    pending = replace(ramped, epoch_pending=True)
+    action = decide(s, Policy.model_validate(RAMP), pending, now=NOW)
+    assert action.kind == "keep_running" and "waiting for the router" in action.reason
+    late = replace(ramped, epoch_confirmed_at=T0 + timedelta(hours=1, minutes=45))
+    action = decide(s, Policy.model_validate(RAMP), late, now=NOW)
+    assert action.kind == "keep_running" and "observed for 15.0 min" in action.reason
