@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from functools import cached_property
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
@@ -137,7 +138,7 @@ class MetricSpec(BaseModel):
             return "increase"
         return None
 
-    @property
+    @cached_property
     def margin_amount(self) -> Amount | None:
         return None if self.margin is None else Amount.parse(self.margin)
 
@@ -180,7 +181,7 @@ class RampRule(BaseModel):
         parse_duration(v)
         return v
 
-    @property
+    @cached_property
     def min_interval_seconds(self) -> float:
         return parse_duration(self.min_interval)
 
@@ -243,15 +244,15 @@ class Policy(BaseModel):
             raise ValueError("use either ramp or bandit, not both")
         return self
 
-    @property
+    @cached_property
     def mde_amount(self) -> Amount:
         return Amount.parse(self.mde)
 
-    @property
+    @cached_property
     def min_runtime_seconds(self) -> float:
         return parse_duration(self.min_runtime)
 
-    @property
+    @cached_property
     def min_lift_amount(self) -> Amount:
         return Amount.parse(self.promote.min_lift)
 

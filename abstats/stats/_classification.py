@@ -6,9 +6,9 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
-from abstats.stats._design import Alternative
+from abstats.stats._design import Alternative, norm_isf
 from abstats.stats._sufficient import BinnedScores
 
 
@@ -69,10 +69,10 @@ def auc_difference_test(
         return diff, se, math.nan, math.nan, math.nan
     z = diff / se
     if alternative == "two-sided":
-        p = float(2 * stats.norm.sf(abs(z)))
-        q = float(stats.norm.isf(alpha / 2))
+        p = float(2 * special.ndtr(-abs(z)))
+        q = float(norm_isf(alpha / 2))
         return diff, se, p, diff - q * se, diff + q * se
-    q = float(stats.norm.isf(alpha))
+    q = float(norm_isf(alpha))
     if alternative == "greater":
-        return diff, se, float(stats.norm.sf(z)), diff - q * se, math.inf
+        return diff, se, float(special.ndtr(-z)), diff - q * se, math.inf
     return diff, se, float(stats.norm.cdf(z)), -math.inf, diff + q * se

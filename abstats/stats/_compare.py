@@ -35,7 +35,13 @@ from abstats.stats._always_valid import (
     tuned_mixing_variance,
 )
 from abstats.stats._classification import auc_delong
-from abstats.stats._design import Alternative, InferenceDesign, SequentialState, SpendingKind
+from abstats.stats._design import (
+    Alternative,
+    InferenceDesign,
+    SequentialState,
+    SpendingKind,
+    norm_isf,
+)
 from abstats.stats._group_sequential import spending_boundaries
 from abstats.stats._quantile import clustered_quantile
 from abstats.stats._results import ComparisonResult, Status
@@ -156,8 +162,8 @@ def _one_sided(alternative: Alternative) -> bool:
 
 def _normal_p(z: float, alternative: Alternative) -> float:
     if alternative == "two-sided":
-        return float(2 * stats.norm.sf(abs(z)))
-    return float(stats.norm.sf(z if alternative == "greater" else -z))
+        return float(2 * special.ndtr(-abs(z)))
+    return float(special.ndtr(-z if alternative == "greater" else z))
 
 
 def _interval(estimate: float, half: float, alternative: Alternative) -> tuple[float, float]:
@@ -182,7 +188,7 @@ def _fixed(
     if counts is not None:
         control, treatment = counts
         p = newcombe_p_value(control, treatment, null_value=null_value, alternative=alternative)
-        lower, upper = newcombe_bounds(control, treatment, float(stats.norm.isf(critical_alpha)))
+        lower, upper = newcombe_bounds(control, treatment, float(norm_isf(critical_alpha)))
         if alternative == "greater":
             upper = math.inf
         elif alternative == "less":
@@ -198,7 +204,7 @@ def _fixed(
         q = float(stats.t.isf(critical_alpha, df))
     else:
         p = _normal_p(z, alternative)
-        q = float(stats.norm.isf(critical_alpha))
+        q = float(norm_isf(critical_alpha))
     lower, upper = _interval(estimate, q * se, alternative)
     return _Inference(p, lower, upper, p <= alpha)
 

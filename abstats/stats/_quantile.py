@@ -14,11 +14,11 @@ from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import stats
 
+from abstats.stats._design import norm_isf
 from abstats.stats._sufficient import ClusteredHistogram
 
-_Z95 = float(stats.norm.isf(0.025))
+_Z95 = float(norm_isf(0.025))
 
 
 class QuantileEstimate(NamedTuple):
@@ -90,7 +90,7 @@ def clustered_quantile(
     v_n = max(sum_n2 - n * m_n * m_n, 0.0) / (n - 1)
     c_ln = (sum_ln - n * m_l * m_n) / (n - 1)
     cdf_se = math.sqrt(max(v_l - 2 * f * c_ln + f * f * v_n, 0.0) / (n * m_n * m_n))
-    z = float(stats.norm.isf(alpha / 2))
+    z = float(norm_isf(alpha / 2))
     lower = _inverse_cdf(quantile - z * cdf_se, cumulative, edges)[0]
     upper = _inverse_cdf(quantile + z * cdf_se, cumulative, edges)[0]
     low95 = _inverse_cdf(quantile - _Z95 * cdf_se, cumulative, edges)[0]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 from abstats.stats._results import SrmResult
 
@@ -145,7 +145,7 @@ def srm_check_epochs(
     else:
         keep = exp > 0
         chi2 = float(np.sum((obs[keep] - exp[keep]) ** 2 / exp[keep]))
-        chi2_p = float(stats.chi2.sf(chi2, int(keep.sum()) - 1)) if keep.sum() > 1 else 1.0
+        chi2_p = float(special.chdtrc(int(keep.sum()) - 1, chi2)) if keep.sum() > 1 else 1.0
     if method == "chi_square":
         p = chi2_p
     else:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
-from abstats.stats._design import Alternative
+from abstats.stats._design import Alternative, norm_isf
 from abstats.stats._sufficient import MeanStats, ProportionStats
 
 
@@ -27,14 +27,14 @@ class TestOutcome(NamedTuple):
 
 def _normal_p_value(z: float, alternative: Alternative) -> float:
     if alternative == "two-sided":
-        return float(2 * stats.norm.sf(abs(z)))
+        return float(2 * special.ndtr(-abs(z)))
     if alternative == "greater":
-        return float(stats.norm.sf(z))
+        return float(special.ndtr(-z))
     return float(stats.norm.cdf(z))
 
 
 def _critical(alpha: float, alternative: Alternative) -> float:
-    return float(stats.norm.isf(alpha / 2 if alternative == "two-sided" else alpha))
+    return float(norm_isf(alpha / 2 if alternative == "two-sided" else alpha))
 
 
 def _one_sided_bounds(
@@ -122,7 +122,7 @@ def wilson_interval(
     if n <= 0:
         return 0.0, 1.0
     if z is None:
-        z = float(stats.norm.isf(alpha / 2))
+        z = float(norm_isf(alpha / 2))
     p = successes / n
     z2 = z * z
     denominator = 1 + z2 / n
@@ -172,7 +172,7 @@ def newcombe_interval(
     c, t = _counts(control), _counts(treatment)
     if c[1] <= 0 or t[1] <= 0:
         return -1.0, 1.0
-    return newcombe_bounds(c, t, float(stats.norm.isf(alpha / 2)))
+    return newcombe_bounds(c, t, float(norm_isf(alpha / 2)))
 
 
 def newcombe_p_value(
@@ -199,8 +199,8 @@ def newcombe_p_value(
             return sign * (newcombe_bounds(control, treatment, z)[side] - null_value)
 
         if excess(40.0) > 0:
-            return float(stats.norm.sf(40.0))
-        return float(stats.norm.sf(optimize.brentq(excess, 0.0, 40.0, xtol=1e-13)))
+            return float(special.ndtr(-40.0))
+        return float(special.ndtr(-optimize.brentq(excess, 0.0, 40.0, xtol=1e-13)))
 
     if d > null_value:
         p_greater = tail(0)
@@ -229,7 +229,7 @@ def agresti_caffo_interval(
     pt = (treatment.successes + 1) / (treatment.n + 2)
     pc = (control.successes + 1) / (control.n + 2)
     se = math.sqrt(pt * (1 - pt) / (treatment.n + 2) + pc * (1 - pc) / (control.n + 2))
-    z = float(stats.norm.isf(alpha / 2))
+    z = float(norm_isf(alpha / 2))
     return pt - pc - z * se, pt - pc + z * se
 
 
