@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import itertools
 import re
-from functools import cached_property
 from collections.abc import Iterable, Sequence
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import (
