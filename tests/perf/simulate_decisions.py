@@ -200,17 +200,19 @@ def simulate(row: Row, looks: int, seed: int) -> tuple[str, int, int]:
         events: dict[str, int] = {}
         for (variant, e), arm in cells.items():
             if row.auc:
-                primary_arms.setdefault(variant, {})[e] = BinnedScores(
+                # as the pipeline aggregates it today: AUC pooled over weight epochs
+                # (abstats.analysis.aggregate.auc_by_variant puts every score in epoch 0)
+                pooled = primary_arms.setdefault(variant, {}).get(0)
+                scores = BinnedScores(
                     positives=tuple(int(x) for x in arm.positives),
                     negatives=tuple(int(x) for x in arm.negatives),
                     units=arm.units,
                 )
+                primary_arms[variant][0] = scores if pooled is None else pooled + scores
                 events[variant] = events.get(variant, 0) + arm.units
-            else:
-                primary_arms.setdefault(variant, {})[e] = ProportionStats(
-                    arm.units, arm.conversions
-                )
-                events[variant] = events.get(variant, 0) + arm.conversions
+                continue
+            primary_arms.setdefault(variant, {})[e] = ProportionStats(arm.units, arm.conversions)
+            events[variant] = events.get(variant, 0) + arm.conversions
         data_metrics[metrics[0]["key"]] = MetricData(primary_arms, events)
         for g in range(row.guardrails):
             arms_g: dict[str, dict[int, Any]] = {}
