@@ -124,8 +124,14 @@ class Arm:
     negatives: np.ndarray = field(default_factory=lambda: np.zeros(BINS, dtype=np.int64))
 
 
-def simulate(row: Row, looks: int, seed: int) -> tuple[str, int, int]:
-    """One experiment: (outcome, look of the outcome, candidate units at the outcome)."""
+def simulate(
+    row: Row,
+    looks: int,
+    seed: int,
+    on_decision: Callable[[SnapshotResult, Any], None] | None = None,
+) -> tuple[str, int, int]:
+    """One experiment: (outcome, look of the outcome, candidate units at the outcome).
+    ``on_decision(snapshot, action)`` sees every look's snapshot and action."""
     rng = np.random.default_rng(seed)
     metrics = [AUC_PRIMARY if row.auc else PRIMARY] + [
         guardrail(f"g{i}") for i in range(row.guardrails)
@@ -257,6 +263,8 @@ def simulate(row: Row, looks: int, seed: int) -> tuple[str, int, int]:
         snapshot: SnapshotResult = engine_summarize(spec, data, state)
         previous = dict(snapshot.sequential_state)
         action = decide(snapshot, spec.policy, state, now=end)
+        if on_decision is not None:
+            on_decision(snapshot, action)
         if action.kind in ("promote", "rollback", "pause"):
             candidate_units = max(units.get(v, 0) for v in candidates)
             if action.kind == "promote":
