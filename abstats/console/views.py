@@ -87,7 +87,12 @@ def _ago(moment: datetime | None, now: datetime) -> str:
     return f"{format_duration(max((now - moment).total_seconds(), 0.0))} ago"
 
 
-_env.globals.update(weights=_weights, when=_when)
+def _iso(value: str | None) -> str:
+    """An ISO time from a dry run or replay result, as the rest of the console shows times."""
+    return _when(datetime.fromisoformat(value)) if value else "-"
+
+
+_env.globals.update(weights=_weights, when=_when, iso=_iso)
 
 
 def _secure(response: Response) -> Response:
