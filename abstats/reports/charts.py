@@ -42,17 +42,22 @@ def _svg(width: int, height: int, title: str, desc: str, points: int, body: str)
 
 
 def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Round tick values within [low, high], about ``count`` of them and never fewer than three
+    (a range that a round step covers only once gets a finer step)."""
     if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
         return [low]
-    raw = (high - low) / max(count - 1, 1)
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-    start = math.ceil(low / step) * step
-    ticks = []
-    value = start
-    while value <= high + step * 1e-9:
-        ticks.append(round(value, 12))
-        value += step
+    ticks: list[float] = []
+    for wanted in range(count, count + 8):
+        raw = (high - low) / max(wanted - 1, 1)
+        magnitude = 10 ** math.floor(math.log10(raw))
+        step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+        value = math.ceil(low / step) * step
+        ticks = []
+        while value <= high + step * 1e-9:
+            ticks.append(round(value, 12) + 0.0)
+            value += step
+        if len(ticks) >= 3:
+            break
     return ticks
 
 
@@ -185,7 +190,7 @@ def effect_over_time(
         good = (last[1] > 0) == (good_direction == "increase")
         colour = GOOD if good else BAD
     unit = "relative effect (%)" if relative else "effect (difference)"
-    axes = frame.y_axis(_nice_ticks(frame.y0, frame.y1, 4), relative, unit) + (
+    axes = frame.y_axis(_nice_ticks(frame.y0, frame.y1), relative, unit) + (
         f'<line x1="{frame.left}" x2="{width - frame.right}" y1="{frame.y(0)}" '
         f'y2="{frame.y(0)}" class="zero"/>'
     )
@@ -439,7 +444,7 @@ def axis_reach(bounds: Sequence[float], relative: bool) -> float:
         reach = min(reach, RELATIVE_LIMIT)
     reach = reach * 1.05 or (0.01 if relative else 1.0)
     magnitude: float = 10.0 ** math.floor(math.log10(reach))
-    return float(next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= reach))
+    return float(next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= reach))
 
 
 def interval_bar(

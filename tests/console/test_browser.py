@@ -89,6 +89,16 @@ def _build_history(now: datetime) -> str:
             session,
             "churn",
             name="Churn model v2 (gradient boosting)",
+            variants=[
+                {"key": "v1", "model_version": "xgb-1.0"},
+                {
+                    "key": "v2",
+                    "model_version": "xgb-2.0-2026-11-30-candidate",
+                    "metadata": {
+                        "artifact": "s3://models/churn/2026-11-30/xgb-2.0-candidate/model.joblib"
+                    },
+                },
+            ],
             policy={"ramp": {"steps": [5, 25, 50, 100], "min_interval": "30m"}},
         )
         started = service.start(session, "churn", actor="key:browser", reason="first ramp step")
