@@ -40,9 +40,10 @@ pytestmark = pytest.mark.skipif(
     reason="Chromium is not installed (.ci/system-packages installs it)",
 )
 
-# Every problem of layout on the page: horizontal page scroll, and any element whose text is wider
-# than its box (scrollWidth > clientWidth: cut off, or spilling out of its container). Inline
-# elements have no box of their own; their block ancestors are measured instead.
+# Every problem of layout on the page: horizontal page scroll, any element whose text is wider
+# than its box (scrollWidth > clientWidth: cut off, or spilling out of its container; inline
+# elements have no box of their own, their block ancestors are measured instead), and chart text
+# that reaches past the edge of its SVG (where it would be clipped).
 OVERFLOW_JS = """
 () => {
   const problems = [];
@@ -57,6 +58,16 @@ OVERFLOW_JS = """
     if (el.scrollWidth > el.clientWidth + 1) {
       const name = el.tagName.toLowerCase() + (el.className ? '.' + el.className : '');
       problems.push(`${name} "${el.textContent.trim().slice(0, 50)}": ${el.scrollWidth} > ${el.clientWidth}`);
+    }
+  }
+  // chart text (tick labels, axis titles, decision labels) must lie inside its chart
+  for (const text of document.querySelectorAll('svg text')) {
+    const box = text.getBoundingClientRect();
+    const frame = text.ownerSVGElement.getBoundingClientRect();
+    if (box.width === 0) continue;
+    if (box.left < frame.left - 1 || box.right > frame.right + 1 ||
+        box.top < frame.top - 1 || box.bottom > frame.bottom + 1) {
+      problems.push(`chart text "${text.textContent}" is cut at the edge of its chart`);
     }
   }
   return problems;
