@@ -66,6 +66,17 @@ def test_sign_in_sets_a_strict_httponly_expiring_cookie(
     assert client.get("/console/", follow_redirects=False).status_code == 303
 
 
+def test_sign_out(client: TestClient, db_session: Session) -> None:
+    sign_in(client, create_key(db_session, scope="read").secret)
+    page = client.get("/console/")
+    stale = client.post("/console/logout", data={"csrf": "x"}, follow_redirects=False)
+    assert stale.status_code == 400  # a forged sign-out form does nothing
+    assert client.get("/console/", follow_redirects=False).status_code == 200
+    out = client.post("/console/logout", data={"csrf": _csrf(page.text)}, follow_redirects=False)
+    assert out.status_code == 303 and out.headers["location"] == "/console/login"
+    assert client.get("/console/", follow_redirects=False).status_code == 303
+
+
 def test_a_revoked_key_ends_its_sessions(client: TestClient, db_session: Session) -> None:
     key = create_key(db_session, scope="read")
     sign_in(client, key.secret)
