@@ -41,13 +41,23 @@ def server_secret() -> str:
         return settings.console_secret
     path = Path(settings.data_dir) / SECRET_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text(encoding="utf-8").strip()
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(secrets.token_urlsafe(48))
-    return path.read_text(encoding="utf-8").strip()
+    if not path.exists():
+        # written whole to a private temporary file, then linked into place: a second process
+        # (another worker starting at the same moment) finds either no file or the whole one
+        tmp = path.with_name(f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(secrets.token_urlsafe(48))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process won; use its secret
+        finally:
+            tmp.unlink(missing_ok=True)
+    secret = path.read_text(encoding="utf-8").strip()
+    if not secret:
+        raise RuntimeError(f"{path} is empty: delete it or set ABSTATS_CONSOLE_SECRET.")
+    return secret
 
 
 def _serializer(purpose: str) -> URLSafeTimedSerializer:

@@ -203,3 +203,20 @@ def test_the_server_secret_is_generated_once_with_mode_0600(
         monkeypatch.undo()
         get_settings.cache_clear()
         console_session.server_secret.cache_clear()
+
+
+def test_workers_starting_together_share_one_secret(tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ABSTATS_DATA_DIR": str(tmp_path)}
+    env.pop("ABSTATS_CONSOLE_SECRET", None)
+    code = "from abstats.console.session import server_secret; print(server_secret())"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    secrets_seen = {p.communicate(timeout=60)[0].strip() for p in procs}
+    assert len(secrets_seen) == 1 and len(secrets_seen.pop()) >= 40
+    assert [p.name for p in tmp_path.iterdir()] == ["console-secret"]  # no temporary files left
