@@ -203,6 +203,12 @@ def _check_layout(page: Any, shots: Path, name: str) -> None:
     assert (shots / f"{name}-phone.png").stat().st_size > 5000
 
 
+def _follow(page: Any, selector: str) -> None:
+    """Click a link or a submit button and wait for the page it leads to."""
+    with page.expect_navigation():
+        page.click(selector)
+
+
 def _outside_requests(page: Any, base: str) -> list[str]:
     outside: list[str] = []
     page.on(
@@ -224,10 +230,10 @@ def test_a_person_with_a_browser_and_a_key(
     page.goto(base + "/")
     assert page.url.startswith(base + "/console/login")
     page.fill("#key", "abs_wrong_key")
-    page.click("button[type=submit]")
+    _follow(page, "button[type=submit]")
     assert "Unknown or revoked API key" in page.inner_text("#login-error")
     page.fill("#key", secret)
-    page.click("button[type=submit]")
+    _follow(page, "button[type=submit]")
     assert page.url == base + "/console/"
     cookie = next(c for c in context.cookies() if c["name"] == "abstats_console")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["expires"] > 0
@@ -236,25 +242,26 @@ def test_a_person_with_a_browser_and_a_key(
     row = page.locator('tr.exp[data-key="churn"]')
     assert "running" in row.inner_text()
     assert "conversion" in row.inner_text() and "Sample ratio" in row.inner_text()
-    page.click('a[href="/console/?status=draft"]')
+    _follow(page, 'a[href="/console/?status=draft"]')
     assert page.locator("tr.exp").count() == 1
-    page.click('a[href="/console/"]')
+    _follow(page, 'a[href="/console/"]')
     _check_layout(page, shots, "list")
 
     # the experiment page and its report
-    page.click('a[href="/console/experiments/churn"]')
+    _follow(page, 'a[href="/console/experiments/churn"]')
     assert "advance_ramp" in page.inner_text("ol.timeline")
     assert page.locator("#split-title + figure svg.chart").count() == 1
     _check_layout(page, shots, "experiment")
-    page.click("#open-report")
+    _follow(page, "#open-report")
     assert "Health checks" in page.inner_text("body")
     _check_layout(page, shots, "report")
-    page.go_back()
+    with page.expect_navigation():
+        page.go_back()
 
     # the policy: an invalid one shows each message right under its field
-    page.click("#open-policy")
+    _follow(page, "#open-policy")
     page.fill("#policy", '{\n  "alpha": 2,\n  "ramp": {"steps": [50, 5], "min_interval": "30m"}\n}')
-    page.click("#dry-run")
+    _follow(page, "#dry-run")
     message = page.locator('[data-field="policy.ramp.steps"]')
     assert "ramp steps must increase" in message.inner_text()
     line_above = message.evaluate("el => el.previousElementSibling.dataset.path")
@@ -266,11 +273,11 @@ def test_a_person_with_a_browser_and_a_key(
 
     # a dry run and a replay of a valid one
     page.fill("#policy", '{"ramp": {"steps": [5, 25, 50, 100], "min_interval": "30m"}}')
-    page.click("#dry-run")
+    _follow(page, "#dry-run")
     dry = page.inner_text("#dry-run-result")
     assert "On snapshot" in dry and "this policy would" in dry
     page.fill("#policy", '{"ramp": {"steps": [5, 50, 100], "min_interval": "10m"}}')
-    page.click("#replay")
+    _follow(page, "#replay")
     replay = page.inner_text("#replay-result")
     assert "over 5 snapshots" in replay and "advance ramp 5% -> 50%" in replay
     _check_layout(page, shots, "policy-replay")
@@ -278,9 +285,9 @@ def test_a_person_with_a_browser_and_a_key(
     # pause with a reason, confirmed on the next page
     page.goto(base + "/console/experiments/churn")
     page.fill("#pause-reason", "latency alarm on the candidate")
-    page.click("#action-pause button[type=submit]")
+    _follow(page, "#action-pause button[type=submit]")
     assert "Pause churn?" in page.inner_text("h1")
-    page.click("#confirm")
+    _follow(page, "#confirm")
     done = page.inner_text("#done")
     assert "pause" in done and "latency alarm on the candidate" in done
     assert "paused" in page.inner_text("p.meta")
