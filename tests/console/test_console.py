@@ -66,6 +66,18 @@ def test_sign_in_sets_a_strict_httponly_expiring_cookie(
     assert client.get("/console/", follow_redirects=False).status_code == 303
 
 
+def test_sign_in_never_redirects_off_the_server(client: TestClient, db_session: Session) -> None:
+    secret = create_key(db_session, scope="read").secret
+    for target in ("//evil.example/", "https://evil.example/", "/\\evil.example", "console"):
+        page = client.get("/console/login", params={"next": target})
+        done = client.post(
+            "/console/login",
+            data={"key": secret, "csrf": _csrf(page.text), "next": target},
+            follow_redirects=False,
+        )
+        assert done.headers["location"] == "/console/", target
+
+
 def test_sign_out(client: TestClient, db_session: Session) -> None:
     sign_in(client, create_key(db_session, scope="read").secret)
     page = client.get("/console/")
