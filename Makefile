@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.install-stamp
 SCENARIO ?= promote
 
-.PHONY: install serve dev demo test test-fast lint format typecheck bench report-screenshot clean
+.PHONY: install serve dev demo test test-fast lint format typecheck bench report-screenshot screenshots clean
 
 install: $(STAMP)
 
@@ -46,6 +46,10 @@ bench: install
 
 report-screenshot: install
 	$(BIN)/python -m abstats.reports.screenshot
+
+# the console and the report in headless Chromium at 1280x800 and 390x844 (tests/console/test_browser.py)
+screenshots: install
+	ABSTATS_SCREENSHOT_DIR=reports/screenshots $(BIN)/pytest -q tests/console/test_browser.py
 
 clean:
 	rm -rf $(VENV) .pytest-pg .abstats .pytest_cache .mypy_cache .ruff_cache

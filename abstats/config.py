@@ -48,6 +48,16 @@ class Settings(BaseSettings):
     max_overflow: int = Field(default=10, ge=0)
     statement_timeout_ms: int = Field(default=0, ge=0, description="0: no timeout.")
 
+    # Web console (abstats.console).
+    console_secret: str | None = Field(
+        default=None,
+        description="Signs console session cookies. Unset: generated once into "
+        "<data_dir>/console-secret (mode 0600). Set the same value on every API replica.",
+    )
+    console_session_seconds: int = Field(
+        default=8 * 3600, ge=60, description="How long a console sign-in lasts."
+    )
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -47,6 +47,16 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
+def has_scope(principal: Principal, scope: str) -> bool:
+    """The scope rule: ``admin`` has every scope, other keys only their own."""
+    return principal.scope == "admin" or principal.scope == scope
+
+
+def check_scope(principal: Principal, scope: str) -> None:
+    if not has_scope(principal, scope):
+        raise Forbidden(f"This API key has scope '{principal.scope}'; this route needs '{scope}'.")
+
+
 def require_scope(scope: str):  # type: ignore[no-untyped-def]
     """Dependency factory: the caller's key must have ``scope`` (``admin`` has every scope)."""
 
@@ -54,10 +64,7 @@ def require_scope(scope: str):  # type: ignore[no-untyped-def]
         principal = authenticate(session, _bearer(request))
         if principal is None:
             raise Unauthorized("Unknown or revoked API key.")
-        if principal.scope != "admin" and principal.scope != scope:
-            raise Forbidden(
-                f"This API key has scope '{principal.scope}'; this route needs '{scope}'."
-            )
+        check_scope(principal, scope)
         request.state.principal = principal
         return principal
 

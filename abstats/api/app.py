@@ -13,6 +13,8 @@ from abstats.api import health
 from abstats.api.metrics import install_request_metrics
 from abstats.api.problems import install_problem_handlers
 from abstats.api.responses import JsonResponse
+from abstats.console import docs as console_docs
+from abstats.console import views as console
 from abstats.control import endpoints as control
 from abstats.experiments import endpoints as experiments
 from abstats.ingest import endpoints as ingest
@@ -37,6 +39,8 @@ def create_app(*, with_lifespan_hooks: bool = True) -> FastAPI:
         description="Statistical experiment analysis and auto-promotion for ML models in production.",
         default_response_class=JsonResponse,
         lifespan=lifespan,
+        docs_url=None,  # served by abstats.console.docs with local assets (no CDN)
+        redoc_url=None,
     )
     app.state.shutdown_hooks = []
     install_problem_handlers(app)
@@ -44,4 +48,6 @@ def create_app(*, with_lifespan_hooks: bool = True) -> FastAPI:
     app.include_router(health.router)
     for module in DOMAIN_ROUTERS:
         app.include_router(module.router)
+    app.include_router(console_docs.router)
+    app.include_router(console.router)  # the web console, and GET / -> /console/
     return app

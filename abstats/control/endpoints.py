@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from abstats.control import service
+from abstats.control import service, whatif
 from abstats.control.assign import ExposureLogger, RefreshingCache, assign, config_cache
 from abstats.db.engine import get_engine, new_session
 from abstats.db.models import Decision
@@ -147,6 +147,24 @@ def put_policy(
 ) -> dict[str, Any]:
     """Replace the auto-promotion rules (README, section Policy); 422 lists each invalid field."""
     return service.put_policy(session, key, body)
+
+
+@router.post("/{key}/policy/dry-run")
+def policy_dry_run(
+    _: ReadKey, session: SessionDep, key: str, body: Annotated[Any, Body()]
+) -> dict[str, Any]:
+    """What this policy (the body, not saved) would decide on the latest snapshot, for the
+    experiment as it is now. Read scope: nothing is written. 422 lists each invalid field."""
+    return whatif.dry_run(session, key, body).as_dict()
+
+
+@router.post("/{key}/policy/replay")
+def policy_replay(
+    _: ReadKey, session: SessionDep, key: str, body: Annotated[Any, Body()]
+) -> dict[str, Any]:
+    """The decisions this policy (the body, not saved) would have made over every snapshot of
+    the experiment, oldest first, from its start, and when. Read scope: nothing is written."""
+    return whatif.replay(session, key, body).as_dict()
 
 
 @router.get("/{key}/decisions", response_model=DecisionList)

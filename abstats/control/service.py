@@ -141,6 +141,24 @@ def _reason(reason: str | None, default: str) -> str:
     return reason.strip() if reason and reason.strip() else default
 
 
+def start_weights(
+    experiment: Experiment, policy: Policy, *, as_created: bool = False
+) -> tuple[dict[str, float] | None, list[float]]:
+    """The weights a start sets (None: keep the declared ones) and the policy's ramp steps.
+    ``as_created``: as if no variant had been retired since (a replay from the start)."""
+    steps = (
+        ramp.ramp_steps(policy.ramp) if policy.ramp is not None and policy.bandit is None else []
+    )
+    if not steps:
+        return None, []
+    candidates = [
+        v.key
+        for v in experiment.variants
+        if v.key != experiment.control_variant and (as_created or not v.retired)
+    ]
+    return ramp.weights_for_step(steps[0], experiment.control_variant, candidates), steps
+
+
 def start(session: Session, key: str, *, actor: str, reason: str | None = None) -> Decision:
     """draft -> running. With a ramp, the candidates start at the first ramp step (split equally
     among them, see ``abstats.engine.ramp``)."""
@@ -152,19 +170,8 @@ def start(session: Session, key: str, *, actor: str, reason: str | None = None) 
         )
     policy = experiment_spec(experiment).policy
     weights = current_weights(session, experiment)
-    new_weights: dict[str, float] | None = None
-    evidence: dict[str, Any] = {}
-    steps = (
-        ramp.ramp_steps(policy.ramp) if policy.ramp is not None and policy.bandit is None else []
-    )
-    if steps:
-        candidates = [
-            v.key
-            for v in experiment.variants
-            if v.key != experiment.control_variant and not v.retired
-        ]
-        new_weights = ramp.weights_for_step(steps[0], experiment.control_variant, candidates)
-        evidence = {"ramp_step": steps[0]}
+    new_weights, steps = start_weights(experiment, policy)
+    evidence: dict[str, Any] = {"ramp_step": steps[0]} if steps else {}
     decision = change_state(
         session,
         experiment,
@@ -332,6 +339,17 @@ def get_policy(session: Session, key: str) -> dict[str, Any]:
 
 def put_policy(session: Session, key: str, body: Any) -> dict[str, Any]:
     """Replace the policy; 422 with field paths (``policy.ramp.steps``) when invalid."""
+    experiment = repository.get_experiment(session, key, for_update=True)
+    policy = validate_policy(experiment, body)
+    experiment.policy = policy.model_dump(mode="json")
+    experiment.updated_at = datetime.now(UTC)
+    session.flush()
+    return experiment.policy
+
+
+def validate_policy(experiment: Experiment, body: Any) -> Policy:
+    """``body`` as a policy of ``experiment``; 422 listing every invalid field
+    (``policy.ramp.steps``), the same for a PUT, a dry run and a replay."""
     if not isinstance(body, dict):
         raise InvalidInput(
             "The body must be a JSON object: the policy (see README, section Policy).",
@@ -346,13 +364,9 @@ def put_policy(session: Session, key: str, body: Any) -> dict[str, Any]:
         ]
         raise_problems("policy", problems)
         raise  # unreachable: raise_problems raised
-    experiment = repository.get_experiment(session, key, for_update=True)
     spec = experiment_spec(experiment)
     raise_problems("policy", policy_problems(policy, list(spec.metrics), len(spec.variants)))
-    experiment.policy = policy.model_dump(mode="json")
-    experiment.updated_at = datetime.now(UTC)
-    session.flush()
-    return experiment.policy
+    return policy
 
 
 def list_decisions(

@@ -128,10 +128,10 @@ def clock(moment: datetime) -> str:
 
 def tick(x: float, percent: bool) -> str:
     """A chart axis label: ``+5%``, ``-0.5%``, ``0.012``, ``1,250``."""
-    if percent:
-        return f"{x * 100:+.0f}%" if abs(x) >= 0.1 or x == 0 else f"{x * 100:+.1f}%"
     if x == 0:
-        return "0"
+        return "0%" if percent else "0"
+    if percent:
+        return f"{x * 100:+.0f}%" if abs(x) >= 0.1 else f"{x * 100:+.1f}%"
     if abs(x) >= 1000:
         return f"{x:,.0f}"
     return f"{x:.3g}"

@@ -90,20 +90,30 @@ def authenticate(session: Session, secret: str, *, cached: bool = True) -> Princ
             hit = _cache.get(secret)
         if hit is not None and now - hit[0] < CACHE_SECONDS:
             return hit[1]
-    principal: Principal | None = None
-    digest = _hash(secret)
+    principal = authenticate_digest(session, _hash(secret))
+    with _cache_lock:
+        if len(_cache) > 10_000:
+            _cache.clear()
+        _cache[secret] = (now, principal)
+    return principal
+
+
+def key_digest(secret: str) -> str:
+    """What is stored of a key (and what a console session cookie carries instead of the key)."""
+    return _hash(secret)
+
+
+def authenticate_digest(session: Session, digest: str) -> Principal | None:
+    """The principal of the active key whose secret hashes to ``digest`` (uncached: a revoked
+    key's console sessions end at once)."""
     row = session.execute(
         select(ApiKey.id, ApiKey.scope, ApiKey.secret_hash).where(
             ApiKey.secret_hash == digest, ApiKey.revoked_at.is_(None)
         )
     ).first()
     if row is not None and hmac.compare_digest(row.secret_hash, digest):
-        principal = Principal(key_id=row.id, scope=row.scope)
-    with _cache_lock:
-        if len(_cache) > 10_000:
-            _cache.clear()
-        _cache[secret] = (now, principal)
-    return principal
+        return Principal(key_id=row.id, scope=row.scope)
+    return None
 
 
 def clear_cache() -> None:

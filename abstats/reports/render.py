@@ -321,17 +321,14 @@ def to_html(report: Report) -> str:
     exp = report.experiment
     variants = [v["key"] for v in exp.variants]
     colour_of = {key: charts.variant_colour(i) for i, key in enumerate(variants)}
-    # one scale for every interval bar: the widest bound within +-100% (relative) keeps typical
-    # effects readable; a wider interval is drawn clipped at the edge (its numbers are beside it)
-    bounds = [
-        abs(x)
-        for r in report.results
-        if r.status == "ok"
-        for x in (r.ci_lower, r.ci_upper)
-        if x is not None and math.isfinite(x)
-    ]
-    within = [b for b in bounds if b <= 1.0]
-    scale = (max(within) if within else min(bounds or [1.0])) * 1.1 or 1.0
+    # one axis per metric, shared by its variants' interval bars (a metric's effects are on one
+    # scale, relative or absolute; metrics are not comparable with each other)
+    reach: dict[str, float] = {}
+    for metric in dict.fromkeys(r.metric for r in report.results):
+        ok = [r for r in report.results if r.metric == metric and r.status == "ok"]
+        bounds = [x for r in ok for x in (r.ci_lower, r.ci_upper) if x is not None]
+        relative = all(r.ci_scale == "relative" for r in ok)
+        reach[metric] = charts.axis_reach(bounds, relative)
     rows = []
     for r in report.results:
         colour = charts.NEUTRAL
@@ -351,12 +348,24 @@ def to_html(report: Report) -> str:
                 "p_adj": _adjusted_p(r),
                 "outcome": outcome_text(r),
                 "bar": charts.interval_bar(
-                    r.ci_lower, r.ci_upper, estimate, scale=scale, colour=colour
+                    r.ci_lower,
+                    r.ci_upper,
+                    estimate,
+                    scale=reach[r.metric],
+                    colour=colour,
+                    relative=r.ci_scale == "relative",
                 )
                 if r.status == "ok"
                 else "",
             }
         )
+    metrics = [
+        {
+            "metric": m,
+            "rows": [item for item, r in zip(rows, report.results, strict=True) if r.metric == m],
+        }
+        for m in dict.fromkeys(r.metric for r in report.results)
+    ]
     effect_charts = [
         {
             "title": f"{s.metric} ({s.role}): {s.variant} vs {exp.control}",
@@ -401,9 +410,11 @@ def to_html(report: Report) -> str:
         verdict=report.verdict,
         icon=VERDICT_ICON.get(report.verdict.kind, ""),
         rows=rows,
+        metrics=metrics,
         effect_charts=[c for c in effect_charts if c["svg"]],
         traffic_chart=charts.traffic_share(epoch_spans, variants, markers),
         daily_chart=charts.daily_bars(report.daily_units, variants),
+        bucket_name=charts.bucket_of(report.daily_units)[1],
         drift_charts=[c for c in drift_charts if c["svg"]],
         colour_of=colour_of,
         when=words.when,

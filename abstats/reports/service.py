@@ -27,6 +27,7 @@ from abstats.db.models import Decision, Experiment
 from abstats.engine.snapshot import SnapshotResult
 from abstats.experiments import repository
 from abstats.experiments.state import experiment_spec
+from abstats.reports import charts
 from abstats.reports.model import (
     DecisionEntry,
     Epoch,
@@ -76,17 +77,7 @@ def load_inputs(session: Session, key: str, *, now: datetime | None = None) -> R
             select(Decision).where(Decision.experiment_id == experiment.id).order_by(Decision.id)
         )
     ]
-    daily = [
-        (str(day), str(variant), int(n))
-        for day, variant, n in session.execute(
-            text(
-                "SELECT to_char(date_trunc('day', u.first_ts AT TIME ZONE 'UTC'), 'YYYY-MM-DD'), "
-                "v.key, count(*) FROM analysis_unit u JOIN variant v ON v.id = u.variant_id "
-                "WHERE u.experiment_id = :e GROUP BY 1, 2 ORDER BY 1, 2"
-            ),
-            {"e": experiment.id},
-        )
-    ]
+    daily = new_units(session, experiment.id)
     return ReportInputs(
         experiment=experiment_info(experiment),
         snapshot=snapshot,
@@ -97,6 +88,46 @@ def load_inputs(session: Session, key: str, *, now: datetime | None = None) -> R
         daily_units=daily,
         generated_at=now or datetime.now(UTC),
     )
+
+
+def new_units(session: Session, experiment_id: int) -> list[tuple[str, str, int]]:
+    """Units first exposed per time bucket and variant, from the analysis rollup: buckets that fit
+    the run's length (``charts.time_bucket``: 5 seconds for a 40-second run, days for weeks),
+    every bucket from the first to the last present (zero when none came). Bucket starts are
+    ISO dates for day buckets and ISO times (UTC) for shorter ones."""
+    first, last = session.execute(
+        text("SELECT min(first_ts), max(first_ts) FROM analysis_unit WHERE experiment_id = :e"),
+        {"e": experiment_id},
+    ).one()
+    if first is None:
+        return []
+    seconds, _ = charts.time_bucket((last - first).total_seconds())
+    if seconds == 86400:  # calendar days, as before
+        seconds_expr = "floor(extract(epoch FROM date_trunc('day', u.first_ts AT TIME ZONE 'UTC')))"
+    else:
+        seconds_expr = "floor(extract(epoch FROM u.first_ts) / :b) * :b"
+    rows = session.execute(
+        text(
+            f"SELECT {seconds_expr} AS t, v.key, count(*) FROM analysis_unit u "
+            "JOIN variant v ON v.id = u.variant_id WHERE u.experiment_id = :e "
+            "GROUP BY 1, 2 ORDER BY 1, 2"
+        ),
+        {"e": experiment_id, "b": seconds},
+    ).all()
+    counts = {(int(t), str(variant)): int(n) for t, variant, n in rows}
+    variants = sorted({variant for _, variant in counts})
+    starts = [t for t, _ in counts]
+    step = 86400 if seconds == 86400 else seconds
+    out = []
+    for t in range(min(starts), max(starts) + 1, step):
+        moment = datetime.fromtimestamp(t, tz=UTC)
+        label = (
+            moment.strftime("%Y-%m-%d")
+            if seconds >= 86400
+            else moment.strftime("%Y-%m-%dT%H:%M:%S")
+        )
+        out += [(label, variant, counts.get((t, variant), 0)) for variant in variants]
+    return out
 
 
 def experiment_info(experiment: Experiment) -> ExperimentInfo:

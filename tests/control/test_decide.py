@@ -218,7 +218,7 @@ def test_srm_never_promotes_and_follows_on_srm(on_srm: str) -> None:
     assert (action.kind, action.new_status) == expected[on_srm]
     assert action.record
     assert "invalid: SRM" in action.reason
-    # counts read as the recommendation's do (abstats.analysis.describe), not as Python dicts
+    # counts read as the recommendation's do (abstats.engine.words), not as Python dicts
     assert "observed v1 5,000, v2 5,000, expected v1 5,000.0, v2 5,000.0" in action.reason
     assert action.evidence["trigger"] == "srm"
 

@@ -79,7 +79,7 @@ def test_numbers_in_every_format_equal_the_snapshot() -> None:
             assert row["absolute_effect"] == c.absolute_effect
             absolute = f"{c.absolute_effect:+.3g}"
             assert f"| {absolute} | {effect_text(model_row)} |" in markdown
-            assert f'<td class="num">{absolute}</td>' in html
+            assert f'<td class="num" data-label="Absolute effect">{absolute}</td>' in html
             for text in (effect_text(model_row), format_p(c.p_value)):
                 assert text in markdown, text
                 assert escape(text) in html, text

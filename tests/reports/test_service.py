@@ -208,7 +208,7 @@ def test_chromium_renders_the_report_to_a_real_picture(tmp_path: Path) -> None:
         assert colours is not None and len(colours) > 200  # text, charts, anti-aliasing
         small = rgb.resize((128, 140)).getcolors(maxcolors=1 << 20) or []
         ink = sum(n for n, (r, g, b) in small if r + g + b < 600) / (128 * 140)
-        assert ink > 0.05  # a page of content, not a blank one
+        assert ink > 0.02  # a page of content (text, two charts), not a blank one
         # the verdict banner's green border is on the page
         assert any(
             abs(r - 0x1A) < 30 and abs(g - 0x7F) < 30 and abs(b - 0x37) < 30
