@@ -36,7 +36,6 @@ from abstats.experiments.state import experiment_spec
 from abstats.reports import charts
 from abstats.reports import service as reports
 from abstats.reports.model import (
-    DecisionEntry,
     Report,
     ReportInputs,
     build_report,
@@ -230,23 +229,7 @@ def _summary(session: Session, experiment: Experiment, now: datetime) -> dict[st
         .order_by(Decision.id.desc())
         .limit(1)
     ).first()
-    decisions = []
-    if last is not None:
-        decisions = [
-            DecisionEntry(
-                id=last.id,
-                created_at=last.created_at,
-                action=last.action,
-                actor=last.actor,
-                reason=last.reason,
-                applied=last.applied,
-                status_before=last.status_before,
-                status_after=last.status_after,
-                weights_before=last.weights_before,
-                weights_after=last.weights_after,
-                snapshot_id=last.snapshot_id,
-            )
-        ]
+    decisions = [reports.decision_entry(last)] if last is not None else []
     report = build_report(
         ReportInputs(
             experiment=reports.experiment_info(experiment),

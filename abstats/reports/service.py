@@ -60,19 +60,7 @@ def load_inputs(session: Session, key: str, *, now: datetime | None = None) -> R
         for e in repository.weight_history(session, experiment.id)
     ]
     decisions = [
-        DecisionEntry(
-            id=d.id,
-            created_at=d.created_at,
-            action=d.action,
-            actor=d.actor,
-            reason=d.reason,
-            applied=d.applied,
-            status_before=d.status_before,
-            status_after=d.status_after,
-            weights_before=d.weights_before,
-            weights_after=d.weights_after,
-            snapshot_id=d.snapshot_id,
-        )
+        decision_entry(d)
         for d in session.scalars(
             select(Decision).where(Decision.experiment_id == experiment.id).order_by(Decision.id)
         )
@@ -128,6 +116,23 @@ def new_units(session: Session, experiment_id: int) -> list[tuple[str, str, int]
         )
         out += [(label, variant, counts.get((t, variant), 0)) for variant in variants]
     return out
+
+
+def decision_entry(d: Decision) -> DecisionEntry:
+    """A decision row as the report (and the console's timeline) shows it."""
+    return DecisionEntry(
+        id=d.id,
+        created_at=d.created_at,
+        action=d.action,
+        actor=d.actor,
+        reason=d.reason,
+        applied=d.applied,
+        status_before=d.status_before,
+        status_after=d.status_after,
+        weights_before=d.weights_before,
+        weights_after=d.weights_after,
+        snapshot_id=d.snapshot_id,
+    )
 
 
 def experiment_info(experiment: Experiment) -> ExperimentInfo:
