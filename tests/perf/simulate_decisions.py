@@ -7,7 +7,7 @@ the router's switch-over left out, gates, the recommendation) -> :func:`abstats.
 -> the action applied to the simulated experiment (a ramp step opens a weight epoch that the
 router serves after its lag and confirms; promote, rollback and pause end the run).
 
-Traffic: 2,000 new units an hour for 50 hours (100,000 units), looks equally spaced (100 or
+Traffic: 2,000 new units an hour for 50 hours (100,000 units; power rows 80 hours), looks equally spaced (100 or
 1,000 looks). Metrics: a primary conversion (p = 0.10 unless the row says otherwise) and a
 guardrail (a per-unit mean, margin 10%). Default policy (always-valid inference, alpha 0.05,
 ramp 5/25/50/100 every 30 min, gates 500 units / 50 events / 1 h) unless the row says otherwise.
@@ -98,6 +98,7 @@ class Row:
     lag: timedelta = timedelta(0)
     auc: bool = False
     start_weights: dict[str, float] | None = None
+    hours: float = HOURS
 
 
 ROWS = {
@@ -111,8 +112,9 @@ ROWS = {
         {"inference": "fixed", "max_units_per_variant": 20_000, "ramp": None},
     ),
     "aa-3gx2c": Row("A/A 3 guardrails x 2 cand.", variants=("v1", "v2", "v3"), guardrails=3),
-    "power": Row("power +10%", lift=0.10),
-    "power-mde5": Row("power +10%, mde 5%", {"mde": "5%"}, lift=0.10),
+    # power rows run longer (at most 80 h, 160,000 units): an open-ended test promotes eventually
+    "power": Row("power +10%", lift=0.10, hours=80.0),
+    "power-mde5": Row("power +10%, mde 5%", {"mde": "5%"}, lift=0.10, hours=80.0),
 }
 
 
@@ -157,8 +159,8 @@ def simulate(
     first_seen: datetime | None = None
     previous: dict[str, Any] = {}
     history: tuple[Any, ...] = ()
-    step = timedelta(hours=HOURS / looks)
-    per_look = UNITS_PER_HOUR * HOURS / looks
+    step = timedelta(hours=row.hours / looks)
+    per_look = UNITS_PER_HOUR * row.hours / looks
     settling: dict[str, dict[str, int]] = {}
     for look in range(1, looks + 1):
         start, end = T0 + (look - 1) * step, T0 + look * step
@@ -195,7 +197,7 @@ def simulate(
                     bucket[variant] = bucket.get(variant, 0) + int(k)
                 if row.auc:
                     positives = int(rng.binomial(k, 0.3))
-                    level = 0.8 * hours / HOURS  # the score level drifts over the run
+                    level = 0.8 * hours / row.hours  # the score level drifts over the run
                     edges = np.linspace(-1.5, 3.0, BINS + 1)
                     edges[0], edges[-1] = -np.inf, np.inf
                     arm.positives += np.histogram(rng.normal(level + 1.0, 1.0, positives), edges)[0]
@@ -303,7 +305,7 @@ def main() -> None:
     args = parser.parse_args()
     print(
         f"whole decision path (summarize -> decide), {args.runs} experiments per cell, "
-        f"{UNITS_PER_HOUR:,.0f} units/h for {HOURS:g} h; fixed-sample n for 80% power at +10%: "
+        f"{UNITS_PER_HOUR:,.0f} units/h for {HOURS:g} h (power rows 80 h); fixed-sample n for 80% power at +10%: "
         f"{FIXED_N:,} per arm (check: {required_units_per_arm(BASELINE, 0.10):,})"
     )
     header = (
