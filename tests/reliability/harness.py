@@ -396,6 +396,18 @@ class Loader:
         return resent
 
 
+def throwaway_pgdata() -> Path:
+    """A fresh directory for a throwaway cluster, outside pytest's ``/tmp/pytest-of-<user>``.
+
+    The wheel runs PostgreSQL as an unprivileged user and opens the path's folders to it
+    (``chmod o+x``); any other pytest session that starts meanwhile resets its own base folder to
+    0700, after which ``pg_ctl start`` fails with "could not access directory" (seen when test
+    sessions overlap on one machine). ``/tmp`` itself stays traversable."""
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix="abstats-pg-")) / "pg"
+
+
 class ThrowawayPostgres:
     """A PostgreSQL cluster of our own (the embedded wheel's server in a temp dir) that a test may
     stop and start; reached on its unix socket."""
@@ -423,8 +435,11 @@ class ThrowawayPostgres:
             self.server.ensure_postgres_running()
 
     def cleanup(self) -> None:
+        import shutil
+
         self.start()  # the wheel stops and deletes a running server
         self.server.cleanup()
+        shutil.rmtree(Path(self.server.pgdata).parent, ignore_errors=True)
 
 
 def start_thread(target: Callable[[], None]) -> threading.Thread:
