@@ -11,7 +11,6 @@ import secrets
 import threading
 import time
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -29,6 +28,7 @@ from abstats.experiments.schemas import (
     WeightEpochRead,
 )
 from abstats.experiments.state import validate_weights
+from abstats.experiments.targets import redact_notifications, redact_router
 
 MAX_PAGE = 100
 
@@ -186,12 +186,7 @@ def to_read(experiment: Experiment, epoch: WeightEpoch | None) -> ExperimentRead
     weights = {k: float(v) for k, v in (epoch.weights if epoch else {}).items()}
     total = sum(weights.values())
     shares = {k: (w / total if total > 0 else 0.0) for k, w in weights.items()}
-    notifications: dict[str, Any] = {}
-    if experiment.notifications:
-        notifications = {
-            "webhook_url": experiment.notifications.get("webhook_url"),
-            "secret_set": bool(experiment.notifications.get("secret")),
-        }
+    notifications = redact_notifications(experiment.notifications or {})
     return ExperimentRead(
         key=experiment.key,
         name=experiment.name,
@@ -222,7 +217,7 @@ def to_read(experiment: Experiment, epoch: WeightEpoch | None) -> ExperimentRead
         else None,
         metrics=list(experiment.metrics),
         policy=dict(experiment.policy),
-        router=dict(experiment.router),
+        router=redact_router(dict(experiment.router or {})),
         notifications=notifications,
         metadata=experiment.metadata_,
         created_at=experiment.created_at,
