@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from abstats.config import get_settings
 from abstats.db.models import Experiment, Variant, WeightEpoch
 from abstats.errors import Conflict, FieldProblem, InvalidInput
 from abstats.experiments import repository
@@ -241,10 +242,21 @@ def list_experiments(
     has_more = len(rows) > limit
     rows = rows[:limit]
     epochs = repository.current_epochs(session, [r.id for r in rows])
+    # a page also ends at ABSTATS_MAX_LIST_PAGE_BYTES (at least one experiment per page)
+    budget = get_settings().max_list_page_bytes
+    data: list[ExperimentRead] = []
+    size = 0
+    for row in rows:
+        item = to_read(row, epochs.get(row.id))
+        size += len(item.model_dump_json())
+        if data and size > budget:
+            has_more = True
+            break
+        data.append(item)
     return ExperimentList(
-        data=[to_read(r, epochs.get(r.id)) for r in rows],
+        data=data,
         has_more=has_more,
-        next_cursor=rows[-1].key if has_more and rows else None,
+        next_cursor=data[-1].key if has_more and data else None,
     )
 
 

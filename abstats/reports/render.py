@@ -3,6 +3,7 @@ fetched), ``report.md`` and ``report.json``. Pure: no database (an import-linter
 
 from __future__ import annotations
 
+import html
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -220,17 +221,23 @@ def _when(moment: datetime | None) -> str:
 # --- Markdown ----------------------------------------------------------------------------------------
 
 
+def _md_text(text: object) -> str:
+    """Text from names, reasons and metadata in Markdown: raw HTML is shown, never rendered
+    (a Markdown viewer passes HTML through), and on one line."""
+    return html.escape(str(text), quote=False).replace("\r", " ").replace("\n", " ")
+
+
 def _md_cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return _md_text(text).replace("|", "\\|")
 
 
 def to_markdown(report: Report) -> str:
     exp = report.experiment
     v = report.verdict
     lines = [
-        f"# {exp.name} (`{exp.key}`)",
+        f"# {_md_text(exp.name)} (`{exp.key}`)",
         "",
-        f"**{VERDICT_ICON.get(v.kind, '')} {v.title}** — {v.reason}",
+        f"**{VERDICT_ICON.get(v.kind, '')} {_md_text(v.title)}** — {_md_text(v.reason)}",
         "",
         f"Status `{exp.status}`; data cut-off {_when(report.cutoff)}; snapshot "
         f"{report.snapshot_id if report.snapshot_id is not None else '-'}; "
@@ -283,7 +290,8 @@ def to_markdown(report: Report) -> str:
     for d in report.decisions:
         applied = "" if d.applied else " (recommended, not applied)"
         lines.append(
-            f"- {_when(d.created_at)} **{d.action}**{applied} by `{d.actor}`: {d.reason} "
+            f"- {_when(d.created_at)} **{d.action}**{applied} by `{_md_text(d.actor)}`: "
+            f"{_md_text(d.reason)} "
             f"({_weights(d.weights_before)} -> {_weights(d.weights_after)})"
         )
     lines += [
@@ -307,9 +315,11 @@ def to_markdown(report: Report) -> str:
             f"{k} {m[k]}" for k in ("direction", "margin", "measure", "statistic") if m.get(k)
         )
         lines.append(
-            f"- `{m['key']}` ({m.get('kind')}, {m.get('role')}"
-            + (f", {extra}" if extra else "")
-            + ")"
+            _md_text(
+                f"- `{m['key']}` ({m.get('kind')}, {m.get('role')}"
+                + (f", {extra}" if extra else "")
+                + ")"
+            )
         )
     inf = report.inference
     lines += [
