@@ -142,7 +142,8 @@ class RequestGuard:
         too_large = problem_response(
             413,
             "Payload too large",
-            f"The body is larger than {limit} bytes ({setting}); send a smaller one.",
+            f"The body is larger than {limit} bytes ({setting}); "
+            + ("send smaller batches." if path == EVENTS_PATH else "send a smaller body."),
             type_slug="payload-too-large",
             instance=path,
         )
