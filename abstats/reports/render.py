@@ -3,8 +3,8 @@ fetched), ``report.md`` and ``report.json``. Pure: no database (an import-linter
 
 from __future__ import annotations
 
-import html
 import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -221,10 +221,14 @@ def _when(moment: datetime | None) -> str:
 # --- Markdown ----------------------------------------------------------------------------------------
 
 
+_HTML_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
+
+
 def _md_text(text: object) -> str:
-    """Text from names, reasons and metadata in Markdown: raw HTML is shown, never rendered
-    (a Markdown viewer passes HTML through), and on one line."""
-    return html.escape(str(text), quote=False).replace("\r", " ").replace("\n", " ")
+    """Text from names, reasons and metadata in Markdown, on one line: the start of anything a
+    Markdown viewer would pass through as HTML (``<tag``, ``</``, ``<!--``) is escaped, so it is
+    shown, never rendered; comparisons such as ``p < 0.05`` stay readable."""
+    return _HTML_TAG_START.sub("&lt;", str(text)).replace("\r", " ").replace("\n", " ")
 
 
 def _md_cell(text: object) -> str:
