@@ -2,11 +2,35 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# A list setting from the environment: a JSON array (``["a", "b"]``) or comma-separated (``a,b``).
+StrList = Annotated[list[str], NoDecode]
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+def _split_argv(value: Any) -> Any:
+    """A command: a JSON array of arguments, or words separated by spaces (no shell quoting)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return text.split()
+    return value
 
 
 class Settings(BaseSettings):
@@ -47,6 +71,63 @@ class Settings(BaseSettings):
     pool_size: int = Field(default=10, ge=1)
     max_overflow: int = Field(default=10, ge=0)
     statement_timeout_ms: int = Field(default=0, ge=0, description="0: no timeout.")
+    pool_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Wait for a pooled connection; then 503 + Retry-After."
+    )
+
+    # Request bounds, enforced before a body is read (README, section Security).
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, description="All headers together.")
+    max_request_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Bodies of every route but POST /v1/events."
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="A body not received completely within this: 408."
+    )
+
+    # Operator configuration of routers and notifications: the API can only choose among these.
+    nginx_include_dir: Path | None = Field(
+        default=None, description="nginx router: include files may only be written here."
+    )
+    nginx_test_command: StrList = Field(default_factory=lambda: ["nginx", "-t"])
+    nginx_reload_command: StrList = Field(default_factory=lambda: ["nginx", "-s", "reload"])
+    flagd_dir: Path | None = Field(
+        default=None, description="flagd_file router: flag files may only be written here."
+    )
+    webhook_allowed_hosts: StrList = Field(
+        default_factory=list, description="webhook router url/read_url hosts (host or host:port)."
+    )
+    notification_allowed_hosts: StrList = Field(
+        default_factory=list, description="notifications.webhook_url hosts (host or host:port)."
+    )
+    sagemaker_allowed_hosts: StrList = Field(
+        default_factory=list,
+        description="sagemaker router endpoint_url hosts; without endpoint_url AWS's own is used.",
+    )
+
+    # Sizes an admin may define (README, section Security).
+    max_metadata_bytes: int = Field(default=16 * 1024, ge=256)
+    max_variants: int = Field(default=20, ge=2)
+    max_metrics: int = Field(default=50, ge=1)
+    max_ramp_steps: int = Field(default=20, ge=1)
+    max_list_page_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+
+    @field_validator(
+        "webhook_allowed_hosts",
+        "notification_allowed_hosts",
+        "sagemaker_allowed_hosts",
+        mode="before",
+    )
+    @classmethod
+    def _hosts(cls, value: Any) -> Any:
+        value = _split_list(value)
+        if isinstance(value, list):
+            return [str(v).strip().lower() for v in value if str(v).strip()]
+        return value
+
+    @field_validator("nginx_test_command", "nginx_reload_command", mode="before")
+    @classmethod
+    def _argv(cls, value: Any) -> Any:
+        return _split_argv(value)
 
     # Web console (abstats.console).
     console_secret: str | None = Field(

@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 
 from abstats.db.engine import is_connection_error, new_session
 from abstats.errors import DatabaseUnavailable, Forbidden, Unauthorized
-from abstats.experiments.keys import Principal, authenticate
+from abstats.experiments import keys
+from abstats.experiments.keys import Principal
 
 
 def get_session() -> Iterator[Session]:
@@ -39,12 +40,27 @@ def get_session() -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def _bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+def bearer_token(authorization: str) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header value; 401 when there is none."""
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("Missing API key: send `Authorization: Bearer <key>`.")
     return token.strip()
+
+
+def _bearer(request: Request) -> str:
+    return bearer_token(request.headers.get("authorization", ""))
+
+
+async def principal_of(token: str) -> Principal:
+    """The principal of a bearer token; 401 for an unknown, revoked or malformed one. Known keys
+    come from the in-process cache (keyed by the token's hash); nothing else is cached."""
+    if not keys.well_formed(token):
+        raise Unauthorized("Unknown or revoked API key.")
+    principal = await keys.principal_cache.get(keys.digest(token))
+    if principal is None:
+        raise Unauthorized("Unknown or revoked API key.")
+    return principal
 
 
 def has_scope(principal: Principal, scope: str) -> bool:
@@ -52,21 +68,28 @@ def has_scope(principal: Principal, scope: str) -> bool:
     return principal.scope == "admin" or principal.scope == scope
 
 
-def check_scope(principal: Principal, scope: str) -> None:
+def check_scope(principal: Principal, scope: str) -> Principal:
     if not has_scope(principal, scope):
         raise Forbidden(f"This API key has scope '{principal.scope}'; this route needs '{scope}'.")
+    return principal
+
+
+async def request_principal(request: Request) -> Principal:
+    """The principal the request guard (``abstats.api.guard``) authenticated before the body was
+    read; authenticated here when the app runs without the guard."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:
+        principal = await principal_of(_bearer(request))
+        request.state.principal = principal
+    return principal
 
 
 def require_scope(scope: str):  # type: ignore[no-untyped-def]
-    """Dependency factory: the caller's key must have ``scope`` (``admin`` has every scope)."""
+    """Dependency factory: the caller's key must have ``scope`` (``admin`` has every scope). No
+    database session is taken for this: a request holds a connection only in its handler."""
 
-    def _check(request: Request, session: SessionDep) -> Principal:
-        principal = authenticate(session, _bearer(request))
-        if principal is None:
-            raise Unauthorized("Unknown or revoked API key.")
-        check_scope(principal, scope)
-        request.state.principal = principal
-        return principal
+    async def _check(request: Request) -> Principal:
+        return check_scope(await request_principal(request), scope)
 
     return _check
 

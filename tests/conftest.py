@@ -53,6 +53,9 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     os.environ["ABSTATS_DATA_DIR"] = str(tmp_path_factory.mktemp("data"))
     os.environ["ABSTATS_REPORTS_DIR"] = str(tmp_path_factory.mktemp("reports"))
     os.environ.setdefault("ABSTATS_LOG_JSON", "false")
+    # the operator's allow-lists (README, section Security): tests' receivers run on this host
+    for setting in ("WEBHOOK", "NOTIFICATION", "SAGEMAKER"):
+        os.environ.setdefault(f"ABSTATS_{setting}_ALLOWED_HOSTS", "127.0.0.1,localhost")
     from abstats.config import get_settings
     from abstats.db import migrate
     from abstats.db.engine import get_engine, reset_engine

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 import abstats
 from abstats.analysis import endpoints as analysis
 from abstats.api import health
+from abstats.api.guard import install_request_guard
 from abstats.api.metrics import install_request_metrics
 from abstats.api.problems import install_problem_handlers
 from abstats.api.responses import JsonResponse
@@ -44,6 +45,7 @@ def create_app(*, with_lifespan_hooks: bool = True) -> FastAPI:
     )
     app.state.shutdown_hooks = []
     install_problem_handlers(app)
+    install_request_guard(app)  # inside the metrics: refused requests are counted too
     install_request_metrics(app)
     app.include_router(health.router)
     for module in DOMAIN_ROUTERS:

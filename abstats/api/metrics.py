@@ -48,6 +48,8 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_observed)
         finally:
+            if status == 500 and scope.get("state", {}).get("abstats.client_disconnected"):
+                status = 499  # the client went away mid-body: not a server error
             route: Any = scope.get("route")
             path = getattr(route, "path", "unmatched")
             HTTP_LATENCY.labels(path).observe(time.perf_counter() - start)

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from abstats.api.responses import JsonResponse
@@ -44,6 +45,35 @@ def problem_response(
     return JsonResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def error_problem(exc: AbstatsError, path: str | None) -> JsonResponse:
+    """The problem+json response of one of our errors (503s carry ``Retry-After``)."""
+    headers = None
+    if isinstance(exc, DatabaseUnavailable):
+        headers = {"Retry-After": str(exc.retry_after)}
+    errors = [e.as_dict() for e in exc.errors] if isinstance(exc, InvalidInput) else None
+    return problem_response(
+        exc.status,
+        exc.title,
+        exc.detail,
+        type_slug=exc.type_slug,
+        instance=path,
+        headers=headers,
+        errors=errors,
+        **exc.extra,
+    )
+
+
+def pool_exhausted(path: str | None) -> JsonResponse:
+    """Every pooled database connection is busy (ABSTATS_POOL_TIMEOUT_SECONDS passed): 503 with
+    ``Retry-After``, which clients retry, rather than a 500 they would not."""
+    return error_problem(
+        DatabaseUnavailable(
+            "Every database connection of this server is busy; retry shortly.", retry_after=1
+        ),
+        path,
+    )
+
+
 def _loc_to_path(loc: tuple[Any, ...] | list[Any]) -> str:
     parts: list[str] = []
     for item in loc:
@@ -59,20 +89,11 @@ def _loc_to_path(loc: tuple[Any, ...] | list[Any]) -> str:
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(AbstatsError)
     async def _abstats_error(request: Request, exc: AbstatsError) -> JsonResponse:
-        headers = None
-        if isinstance(exc, DatabaseUnavailable):
-            headers = {"Retry-After": str(exc.retry_after)}
-        errors = [e.as_dict() for e in exc.errors] if isinstance(exc, InvalidInput) else None
-        return problem_response(
-            exc.status,
-            exc.title,
-            exc.detail,
-            type_slug=exc.type_slug,
-            instance=request.url.path,
-            headers=headers,
-            errors=errors,
-            **exc.extra,
-        )
+        return error_problem(exc, request.url.path)
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_timeout(request: Request, exc: PoolTimeout) -> JsonResponse:
+        return pool_exhausted(request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JsonResponse:

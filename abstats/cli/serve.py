@@ -12,6 +12,9 @@ from abstats.config import get_settings
 from abstats.db import migrate
 from abstats.db.engine import get_engine, session_scope
 from abstats.experiments import keys as key_service
+from abstats.logging import get_logger
+
+_log = get_logger(__name__)
 
 
 def prepare_database() -> None:
@@ -21,7 +24,8 @@ def prepare_database() -> None:
 
 
 def ensure_first_admin_key() -> str | None:
-    """On first start (no active keys) create an admin key, print it once, keep it in a 0600 file."""
+    """On first start (no active keys) create an admin key and keep it in a 0600 file under the
+    data dir. Only the file's path is logged: stdout and stderr end up in container logs."""
     settings = get_settings()
     with session_scope() as session:
         if key_service.count_active_keys(session) > 0:
@@ -29,12 +33,16 @@ def ensure_first_admin_key() -> str | None:
         new = key_service.create_key(session, scope="admin", name="first admin key")
     path = Path(settings.data_dir) / "admin-key"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    path.unlink(missing_ok=True)  # a new file: O_EXCL with mode 0600 from its first byte
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(new.secret + "\n")
     os.chmod(path, 0o600)
-    typer.echo(f"Created the first admin API key (also saved to {path}):", err=True)
-    typer.echo(new.secret)
+    _log.info("created the first admin API key", key_id=new.id, secret_file=str(path))
+    typer.echo(
+        f"Created the first admin API key {new.id}; its secret is in {path} (mode 0600).",
+        err=True,
+    )
     return new.secret
 
 

@@ -26,7 +26,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy.orm import Session
 
 from abstats.config import get_settings
-from abstats.experiments.keys import Principal, authenticate_digest, key_digest
+from abstats.experiments.keys import Principal, digest, lookup
 
 SESSION_COOKIE = "abstats_console"
 LOGIN_COOKIE = "abstats_console_login"
@@ -83,7 +83,7 @@ def _set_cookie(request: Request, response: Response, name: str, value: str, age
 
 
 def sign_in(request: Request, response: Response, secret: str) -> None:
-    token = _serializer("session").dumps({"d": key_digest(secret), "c": new_token()})
+    token = _serializer("session").dumps({"d": digest(secret), "c": new_token()})
     _set_cookie(request, response, SESSION_COOKIE, token, get_settings().console_session_seconds)
     response.delete_cookie(LOGIN_COOKIE, path="/")
 
@@ -108,7 +108,7 @@ def current(request: Request, session: Session) -> ConsoleSession | None:
     )
     if not isinstance(data, dict) or not isinstance(data.get("d"), str):
         return None
-    principal = authenticate_digest(session, data["d"])
+    principal = lookup(session, data["d"])
     if principal is None:
         return None
     return ConsoleSession(principal=principal, csrf=str(data.get("c", "")))

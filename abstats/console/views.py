@@ -31,7 +31,7 @@ from abstats.engine import words
 from abstats.engine.snapshot import SnapshotResult
 from abstats.errors import AbstatsError, FieldProblem, InvalidInput
 from abstats.experiments import repository
-from abstats.experiments.keys import authenticate_digest, key_digest
+from abstats.experiments.keys import digest, lookup, well_formed
 from abstats.experiments.state import experiment_spec
 from abstats.reports import charts
 from abstats.reports import service as reports
@@ -189,7 +189,7 @@ async def login(request: Request, session: SessionDep) -> Response:
     key = form.get("key", "").strip()
     if not auth.login_csrf_ok(request, form.get("csrf")):
         return _login(request, target, "The sign-in form expired; please try again.", 400)
-    principal = authenticate_digest(session, key_digest(key)) if key else None
+    principal = lookup(session, digest(key)) if key and well_formed(key) else None
     if principal is None:
         return _login(
             request, target, "Unknown or revoked API key." if key else "Enter an API key.", 401

@@ -16,7 +16,6 @@ exposures go to a queue that a background thread writes in batches
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
 import queue
@@ -26,13 +25,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
-from abstats.db.engine import new_session
+from abstats.cache import RefreshingCache
+from abstats.db.engine import is_connection_error, new_session
 from abstats.db.models import Experiment
 from abstats.experiments import repository
 from abstats.ingest.service import ExposureRecord, store_exposures
@@ -115,87 +114,6 @@ def load_config(session: Session, key: str) -> AssignmentConfig:
         variant_ids={v.key: v.id for v in experiment.variants},
         model_versions={v.key: v.model_version for v in experiment.variants},
     )
-
-
-class RefreshingCache(Generic[V]):
-    """Values by key for a hot path (per process), loaded by a blocking ``load(key)``.
-
-    - Fresh for ``ttl`` seconds: served from memory.
-    - Then, up to ``max_stale`` seconds old: still served, while *one* background reload runs.
-      Without this, every request arriving while an expired entry reloads would start its own
-      reload, and that burst of database round trips and ORM work (in threads that share the
-      GIL with the event loop) showed as a 100 ms p99 on ``/assign`` every ``ttl`` seconds.
-    - Missing, invalidated, or older than ``max_stale``: callers wait for one shared load (single
-      flight); a load that fails fails every waiter and caches nothing.
-    - ``invalidate`` also voids loads already in flight, so a reload that read the database just
-      before a weight change cannot store the old value after it.
-
-    ``get`` runs on the event loop; ``invalidate`` may be called from any thread.
-    """
-
-    def __init__(self, load: Callable[[str], V], *, ttl: float, max_stale: float) -> None:
-        self._load = load
-        self.ttl = ttl
-        self.max_stale = max_stale
-        self._entries: dict[str, tuple[float, V]] = {}
-        self._generation = 0
-        self._inflight: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future[V]]] = {}
-        self._lock = threading.Lock()
-
-    def peek(self, key: str) -> V | None:
-        """The fresh value, or None."""
-        hit = self._entries.get(key)
-        if hit is not None and time.monotonic() - hit[0] < self.ttl:
-            return hit[1]
-        return None
-
-    def invalidate(self, key: str | None = None) -> None:
-        with self._lock:
-            self._generation += 1
-            if key is None:
-                self._entries.clear()
-            else:
-                self._entries.pop(key, None)
-
-    async def get(self, key: str) -> V:
-        hit = self._entries.get(key)
-        if hit is not None:
-            age = time.monotonic() - hit[0]
-            if age < self.ttl:
-                return hit[1]
-            if age < self.max_stale:
-                self._start_load(key)  # at most one in flight; its result is for later requests
-                return hit[1]
-        return await asyncio.shield(self._start_load(key))
-
-    def _start_load(self, key: str) -> asyncio.Future[V]:
-        loop = asyncio.get_running_loop()
-        running = self._inflight.get(key)
-        if running is not None and running[0] is loop and not running[1].done():
-            return running[1]
-        generation = self._generation
-        future: asyncio.Future[V] = asyncio.ensure_future(self._load_and_store(key, generation))
-        self._inflight[key] = (loop, future)
-        future.add_done_callback(lambda f: self._finished(key, f))
-        return future
-
-    async def _load_and_store(self, key: str, generation: int) -> V:
-        value = await run_in_threadpool(self._load, key)
-        with self._lock:
-            if generation == self._generation:
-                if len(self._entries) > 10_000:
-                    self._entries.clear()
-                self._entries[key] = (time.monotonic(), value)
-        return value
-
-    def _finished(self, key: str, future: asyncio.Future[V]) -> None:
-        running = self._inflight.get(key)
-        if running is not None and running[1] is future:
-            del self._inflight[key]
-        if not future.cancelled() and future.exception() is not None:
-            # Read here so a failed background reload is not reported as "never retrieved";
-            # waiters (if any) get the exception themselves.
-            _log.warning("cache.load_failed", key=key, error=str(future.exception()))
 
 
 def _load_config_blocking(key: str) -> AssignmentConfig:
@@ -293,10 +211,13 @@ class ExposureLogger:
         self.written = 0
         self.dropped = 0
         self.failed_batches = 0
+        self.rejected = 0
+        self._stopping = threading.Event()
 
     def start(self) -> None:
         with self._start_lock:
             if self._thread is None or not self._thread.is_alive():
+                self._stopping.clear()
                 self._thread = threading.Thread(
                     target=self._run, name="abstats-exposure-logger", daemon=True
                 )
@@ -360,13 +281,50 @@ class ExposureLogger:
                 return
 
     def _write(self, batch: list[ExposureRecord]) -> None:
-        try:
-            with Session(self._engine_factory()) as session, session.begin():
-                store_exposures(session, batch, source="assign")
-            self.written += len(batch)
-        except Exception:  # keep the thread alive; the batch is lost and counted
+        """Write a batch; a batch the database refuses is split in halves until the record it
+        refuses is found, so one bad record costs only itself (and is logged and counted). While
+        the database is unreachable the batch is retried (with backoff) rather than dropped."""
+        delay = 0.25
+        while True:
+            try:
+                self._store(batch)
+                return
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    break
+                if self._stopping.is_set():  # shutting down with the database away
+                    self.failed_batches += 1
+                    self.dropped += len(batch)
+                    _log.error("exposure batch lost at shutdown", size=len(batch))
+                    return
+                _log.warning("exposure batch waits for the database", size=len(batch))
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        if len(batch) == 1:
             self.failed_batches += 1
-            _log.exception("exposure batch write failed", size=len(batch))
+            self.rejected += 1
+            record = batch[0]
+            self._forget(record)
+            _log.error(
+                "exposure refused by the database",
+                experiment_id=record.experiment_id,
+                message_id=record.message_id.encode("unicode_escape").decode()[:300],
+            )
+            return
+        middle = len(batch) // 2
+        self._write(batch[:middle])
+        self._write(batch[middle:])
+
+    def _store(self, batch: list[ExposureRecord]) -> None:
+        with Session(self._engine_factory()) as session, session.begin():
+            store_exposures(session, batch, source="assign")
+        self.written += len(batch)
+
+    def _forget(self, record: ExposureRecord) -> None:
+        """Let a later /assign of this unit log it again."""
+        epoch = int(record.message_id.split(":", 2)[1])
+        with self._recent_lock:
+            self._recent.pop((record.experiment_id, epoch, record.unit_id), None)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far is written (tests, shutdown)."""
@@ -378,6 +336,7 @@ class ExposureLogger:
 
     def stop(self) -> None:
         if self._thread is not None and self._thread.is_alive():
+            self._stopping.set()
             self._queue.put(None)
             self._thread.join(timeout=10.0)
         self._thread = None

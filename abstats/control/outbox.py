@@ -26,6 +26,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from abstats.config import get_settings
 from abstats.control.assign import config_cache
 from abstats.control.routers import PermanentRouterError, get_router
 from abstats.control.signing import DELIVERY_HEADER, SIGNATURE_HEADER, sign
@@ -33,6 +34,7 @@ from abstats.db.models import Decision, Experiment, OutboxItem
 from abstats.errors import AbstatsError, RouterError
 from abstats.experiments import repository
 from abstats.experiments.state import StateChange, change_state
+from abstats.experiments.targets import notification_problems
 from abstats.logging import get_logger
 
 MAX_ROUTER_ATTEMPTS = 5
@@ -244,6 +246,12 @@ def _deliver_notify(
         item.done_at = now
         item.last_error = "nothing to deliver (no decision or no webhook_url)"
         return False
+    refused = notification_problems(str(url), get_settings())
+    if refused:  # the operator withdrew the host after the experiment was created
+        item.done_at = now
+        item.last_error = f"not delivered: {refused[0].field} {refused[0].message}"
+        _log.error("notification refused by the settings", experiment=experiment.key)
+        return False
     body = orjson.dumps(decision_payload(experiment, decision))
     headers = {"Content-Type": "application/json", DELIVERY_HEADER: f"outbox-{item.id}"}
     secret = experiment.notifications.get("secret")
@@ -252,11 +260,7 @@ def _deliver_notify(
     item.attempts += 1
     try:
         response = httpx.post(str(url), content=body, headers=headers, timeout=HTTP_TIMEOUT_SECONDS)
-        error = (
-            None
-            if response.status_code < 300
-            else f"HTTP {response.status_code}: {response.text[:200]}"
-        )
+        error = None if response.status_code < 300 else f"HTTP {response.status_code}"
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"
     if error is None:

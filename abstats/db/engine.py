@@ -38,6 +38,7 @@ def make_engine(
         normalize_url(url),
         pool_size=pool_size or settings.pool_size,
         max_overflow=settings.max_overflow,
+        pool_timeout=settings.pool_timeout_seconds,
         pool_pre_ping=True,
         pool_recycle=1800,
         connect_args={"connect_timeout": 5, "application_name": "abstats"},

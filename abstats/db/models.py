@@ -55,6 +55,20 @@ class ApiKey(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class ApiKeyEvent(Base):
+    """The audit trail of API keys: who created or revoked which key, when (never the secret)."""
+
+    __tablename__ = "api_key_event"
+    __table_args__ = (CheckConstraint("action IN ('create','revoke')", name="action"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    key_id: Mapped[str] = mapped_column(String(32), nullable=False, index=True)
+    action: Mapped[str] = mapped_column(String(16), nullable=False)
+    scope: Mapped[str] = mapped_column(String(16), nullable=False)
+    actor: Mapped[str] = mapped_column(String(200), nullable=False)
+    created_at: Mapped[datetime] = _now()
+
+
 class Experiment(Base):
     __tablename__ = "experiment"
     __table_args__ = (

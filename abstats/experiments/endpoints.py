@@ -112,14 +112,14 @@ def patch_experiment(
 
 
 @router.post("/keys", status_code=201, response_model=KeyCreated)
-def create_key(_: AdminKey, session: SessionDep, body: KeyCreate) -> KeyCreated:
+def create_key(principal: AdminKey, session: SessionDep, body: KeyCreate) -> KeyCreated:
     """Create an API key; the secret is in this response only (a hash is stored)."""
-    new = key_service.create_key(session, scope=body.scope, name=body.name)
+    new = key_service.create_key(session, scope=body.scope, name=body.name, actor=principal.actor)
     return KeyCreated(id=new.id, scope=new.scope, name=new.name, secret=new.secret)
 
 
 @router.delete("/keys/{key_id}", status_code=204)
-def revoke_key(_: AdminKey, session: SessionDep, key_id: str) -> Response:
+def revoke_key(principal: AdminKey, session: SessionDep, key_id: str) -> Response:
     """Revoke a key. Other API processes stop accepting it within the auth cache time (10 s)."""
-    key_service.revoke_key(session, key_id)
+    key_service.revoke_key(session, key_id, actor=principal.actor)
     return Response(status_code=204)

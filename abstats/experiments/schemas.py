@@ -11,11 +11,14 @@ import difflib
 from datetime import datetime
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from abstats.config import Settings, get_settings
 from abstats.engine.specs import NAME_PATTERN, MetricSpec, Policy
 from abstats.errors import FieldProblem, InvalidInput
 from abstats.experiments.specs import RouterSpec
+from abstats.experiments.targets import notification_problems, router_problems
 
 EXPERIMENT_KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
@@ -151,9 +154,66 @@ def variant_and_metric_problems(
     return problems
 
 
-def policy_problems(policy: Policy, metrics: list[MetricSpec], arms: int) -> list[FieldProblem]:
-    """What a policy cannot do with these metrics and this many variants."""
+def _json_size(value: Any) -> int:
+    try:
+        return len(orjson.dumps(value))
+    except TypeError:
+        return len(str(value).encode())
+
+
+def size_problems(
+    variants: list[VariantSpec] | None,
+    metrics: list[MetricSpec] | None,
+    metadata: dict[str, Any] | None,
+    settings: Settings,
+) -> list[FieldProblem]:
+    """The operator's caps on what an admin may define (README, section Security)."""
     problems: list[FieldProblem] = []
+    limit = settings.max_metadata_bytes
+    if metadata is not None and _json_size(metadata) > limit:
+        problems.append(
+            FieldProblem("metadata", f"is larger than {limit} bytes (ABSTATS_MAX_METADATA_BYTES)")
+        )
+    if variants is not None:
+        if len(variants) > settings.max_variants:
+            problems.append(
+                FieldProblem(
+                    "variants",
+                    f"{len(variants)} variants; at most {settings.max_variants} "
+                    "(ABSTATS_MAX_VARIANTS)",
+                )
+            )
+        for i, variant in enumerate(variants):
+            if _json_size(variant.metadata) > limit:
+                problems.append(
+                    FieldProblem(
+                        f"variants[{i}].metadata",
+                        f"is larger than {limit} bytes (ABSTATS_MAX_METADATA_BYTES)",
+                    )
+                )
+    if metrics is not None and len(metrics) > settings.max_metrics:
+        problems.append(
+            FieldProblem(
+                "metrics",
+                f"{len(metrics)} metrics; at most {settings.max_metrics} (ABSTATS_MAX_METRICS)",
+            )
+        )
+    return problems
+
+
+def policy_problems(policy: Policy, metrics: list[MetricSpec], arms: int) -> list[FieldProblem]:
+    """What a policy cannot do with these metrics and this many variants, or beyond the
+    operator's caps."""
+    settings = get_settings()
+    problems: list[FieldProblem] = []
+    if policy.ramp is not None and len(policy.ramp.steps) > settings.max_ramp_steps:
+        problems.append(
+            FieldProblem(
+                "policy.ramp.steps",
+                f"{len(policy.ramp.steps)} steps; at most {settings.max_ramp_steps} "
+                "(ABSTATS_MAX_RAMP_STEPS)",
+            )
+        )
     if policy.bandit is not None and policy.bandit.metric is not None:
         keys = [m.key for m in metrics]
         if policy.bandit.metric not in keys:
@@ -311,8 +371,13 @@ def parse_create(raw: Any) -> ExperimentCreate:
     except ValidationError as exc:
         raise_problems("experiment", problems + validation_problems(exc))
         raise  # unreachable: raise_problems raised
+    settings = get_settings()
     problems += variant_and_metric_problems(body.control, body.variants, body.metrics)
     problems += policy_problems(body.policy, body.metrics, len(body.variants))
+    problems += size_problems(body.variants, body.metrics, body.metadata, settings)
+    problems += router_problems(body.router.backend, dict(body.router.config), settings)
+    if body.notifications is not None:
+        problems += notification_problems(body.notifications.webhook_url, settings)
     raise_problems("experiment", problems)
     return body
 
@@ -331,5 +396,6 @@ def parse_update(raw: Any) -> ExperimentUpdate:
         raise_problems("update", problems + validation_problems(exc))
         raise
     problems += variant_and_metric_problems(body.control, body.variants, body.metrics)
+    problems += size_problems(body.variants, body.metrics, body.metadata, get_settings())
     raise_problems("update", problems)
     return body

@@ -11,11 +11,11 @@ import secrets
 import threading
 import time
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from abstats.config import get_settings
 from abstats.db.models import Experiment, Variant, WeightEpoch
 from abstats.errors import Conflict, FieldProblem, InvalidInput
 from abstats.experiments import repository
@@ -29,6 +29,7 @@ from abstats.experiments.schemas import (
     WeightEpochRead,
 )
 from abstats.experiments.state import validate_weights
+from abstats.experiments.targets import redact_notifications, redact_router
 
 MAX_PAGE = 100
 
@@ -186,12 +187,7 @@ def to_read(experiment: Experiment, epoch: WeightEpoch | None) -> ExperimentRead
     weights = {k: float(v) for k, v in (epoch.weights if epoch else {}).items()}
     total = sum(weights.values())
     shares = {k: (w / total if total > 0 else 0.0) for k, w in weights.items()}
-    notifications: dict[str, Any] = {}
-    if experiment.notifications:
-        notifications = {
-            "webhook_url": experiment.notifications.get("webhook_url"),
-            "secret_set": bool(experiment.notifications.get("secret")),
-        }
+    notifications = redact_notifications(experiment.notifications or {})
     return ExperimentRead(
         key=experiment.key,
         name=experiment.name,
@@ -222,7 +218,7 @@ def to_read(experiment: Experiment, epoch: WeightEpoch | None) -> ExperimentRead
         else None,
         metrics=list(experiment.metrics),
         policy=dict(experiment.policy),
-        router=dict(experiment.router),
+        router=redact_router(dict(experiment.router or {})),
         notifications=notifications,
         metadata=experiment.metadata_,
         created_at=experiment.created_at,
@@ -246,10 +242,21 @@ def list_experiments(
     has_more = len(rows) > limit
     rows = rows[:limit]
     epochs = repository.current_epochs(session, [r.id for r in rows])
+    # a page also ends at ABSTATS_MAX_LIST_PAGE_BYTES (at least one experiment per page)
+    budget = get_settings().max_list_page_bytes
+    data: list[ExperimentRead] = []
+    size = 0
+    for row in rows:
+        item = to_read(row, epochs.get(row.id))
+        size += len(item.model_dump_json())
+        if data and size > budget:
+            has_more = True
+            break
+        data.append(item)
     return ExperimentList(
-        data=[to_read(r, epochs.get(r.id)) for r in rows],
+        data=data,
         has_more=has_more,
-        next_cursor=rows[-1].key if has_more and rows else None,
+        next_cursor=data[-1].key if has_more and data else None,
     )
 
 

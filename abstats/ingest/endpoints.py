@@ -52,19 +52,37 @@ async def read_body(request: Request, settings: Settings) -> bytes:
         raise BadRequest(
             f"Content-Encoding {encoding!r} is not supported; send gzip or an uncompressed body."
         )
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        data = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise BadRequest(f"The body is not valid gzip ({exc}).") from None
-    if len(data) > limit or inflater.unconsumed_tail:
-        raise PayloadTooLarge(
-            f"The body is larger than {limit} bytes once decompressed (ABSTATS_MAX_BODY_BYTES); "
-            "send smaller batches."
-        )
-    if not inflater.eof:
-        raise BadRequest("The gzip body is truncated.")
-    return data
+    return gunzip(body, limit)
+
+
+def gunzip(body: bytes, limit: int) -> bytes:
+    """Every member of a gzip body (RFC 1952 allows several, concatenated), at most ``limit``
+    bytes in all; bytes after the last member that are not another member are refused."""
+    too_large = (
+        f"The body is larger than {limit} bytes once decompressed (ABSTATS_MAX_BODY_BYTES); "
+        "send smaller batches."
+    )
+    data = bytearray()
+    rest = body
+    members = 0
+    while True:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            data += inflater.decompress(rest, limit + 1 - len(data))
+        except zlib.error as exc:
+            if members:
+                raise BadRequest(
+                    f"The body has bytes after gzip member {members} that are not gzip ({exc})."
+                ) from None
+            raise BadRequest(f"The body is not valid gzip ({exc}).") from None
+        if len(data) > limit or inflater.unconsumed_tail:
+            raise PayloadTooLarge(too_large)
+        if not inflater.eof:
+            raise BadRequest("The gzip body is truncated.")
+        members += 1
+        rest = inflater.unused_data
+        if not rest:
+            return bytes(data)
 
 
 def _ingest(session: SessionDep, body: bytes, ndjson: bool, strict: bool) -> dict[str, Any]:

@@ -4,6 +4,7 @@ fetched), ``report.md`` and ``report.json``. Pure: no database (an import-linter
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import orjson
@@ -202,17 +203,27 @@ def outcome_text(r: ResultRow) -> str:
 # --- Markdown ----------------------------------------------------------------------------------------
 
 
+_HTML_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
+
+
+def _md_text(text: object) -> str:
+    """Text from names, reasons and metadata in Markdown, on one line: the start of anything a
+    Markdown viewer would pass through as HTML (``<tag``, ``</``, ``<!--``) is escaped, so it is
+    shown, never rendered; comparisons such as ``p < 0.05`` stay readable."""
+    return _HTML_TAG_START.sub("&lt;", str(text)).replace("\r", " ").replace("\n", " ")
+
+
 def _md_cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return _md_text(text).replace("|", "\\|")
 
 
 def to_markdown(report: Report) -> str:
     exp = report.experiment
     v = report.verdict
     lines = [
-        f"# {exp.name} (`{exp.key}`)",
+        f"# {_md_text(exp.name)} (`{exp.key}`)",
         "",
-        f"**{VERDICT_ICON.get(v.kind, '')} {v.title}** — {v.reason}",
+        f"**{VERDICT_ICON.get(v.kind, '')} {_md_text(v.title)}** — {_md_text(v.reason)}",
         "",
         f"Status `{exp.status}`; data cut-off {words.when(report.cutoff)}; snapshot "
         f"{report.snapshot_id if report.snapshot_id is not None else '-'}; "
@@ -267,7 +278,8 @@ def to_markdown(report: Report) -> str:
     for d in report.decisions:
         applied = "" if d.applied else " (recommended, not applied)"
         lines.append(
-            f"- {words.when(d.created_at)} **{d.action}**{applied} by `{d.actor}`: {d.reason} "
+            f"- {words.when(d.created_at)} **{d.action}**{applied} by `{_md_text(d.actor)}`: "
+            f"{_md_text(d.reason)} "
             f"({words.weights(d.weights_before)} -> {words.weights(d.weights_after)})"
         )
     lines += [
@@ -291,9 +303,11 @@ def to_markdown(report: Report) -> str:
             f"{k} {m[k]}" for k in ("direction", "margin", "measure", "statistic") if m.get(k)
         )
         lines.append(
-            f"- `{m['key']}` ({m.get('kind')}, {m.get('role')}"
-            + (f", {extra}" if extra else "")
-            + ")"
+            _md_text(
+                f"- `{m['key']}` ({m.get('kind')}, {m.get('role')}"
+                + (f", {extra}" if extra else "")
+                + ")"
+            )
         )
     inf = report.inference
     lines += [

@@ -27,6 +27,7 @@ from abstats.db.models import Decision, Experiment
 from abstats.engine.snapshot import SnapshotResult
 from abstats.experiments import repository
 from abstats.experiments.state import experiment_spec
+from abstats.experiments.targets import redact_router
 from abstats.reports import charts
 from abstats.reports.model import (
     DecisionEntry,
@@ -154,7 +155,7 @@ def experiment_info(experiment: Experiment) -> ExperimentInfo:
         ],
         metrics=list(experiment.metrics),
         policy=experiment_spec(experiment).policy,
-        router=dict(experiment.router),
+        router=redact_router(dict(experiment.router or {})),
         started_at=experiment.started_at,
         ended_at=experiment.ended_at,
     )
@@ -193,15 +194,19 @@ def render(report: Report, fmt: str) -> str:
     raise ValueError(f"unknown report format {fmt!r}: use html, md or json")
 
 
+REPORT_FILE_MODE = 0o640  # owner and group (e.g. the web server's): reports are not public
+REPORT_DIR_MODE = 0o750
+
+
 def write_atomically(path: Path, content: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=REPORT_DIR_MODE, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(content)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, REPORT_FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from abstats.config import get_settings
 from abstats.control import service
 from abstats.control.outbox import deliver_pending
 from tests.control.conftest import make_experiment, until_settled
@@ -26,9 +27,12 @@ UNITS = 4000
 
 
 @pytest.fixture
-def flag_file(tmp_path: Path) -> Path:
+def flag_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     path = tmp_path / "flags" / "abstats.flagd.json"
     path.parent.mkdir()
+    # the operator's flagd directory (README, section Security): the API names only the file
+    monkeypatch.setenv("ABSTATS_FLAGD_DIR", str(path.parent))
+    get_settings.cache_clear()
     # another team's flag in the same file must survive our rewrites
     path.write_text(
         json.dumps(
@@ -43,7 +47,8 @@ def flag_file(tmp_path: Path) -> Path:
             }
         )
     )
-    return path
+    yield path
+    get_settings.cache_clear()
 
 
 @pytest.fixture

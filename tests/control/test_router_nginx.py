@@ -4,6 +4,7 @@ request reaches the winner; a config nginx rejects is refused and nothing breaks
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from abstats.config import get_settings
 from abstats.control import service
 from abstats.control.outbox import deliver_pending
 from abstats.control.routers.nginx import NginxRouter
@@ -104,9 +106,15 @@ http {{
             "include_path": str(self.include),
             "upstreams": upstreams,
             "key": "${http_x_unit_id}",
-            "test_command": [*self.base, "-t"],
-            "reload_command": [*self.base, "-s", "reload"],
         }
+
+    def operator_settings(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """What the operator configures (README, section Security): the include directory and
+        the commands; the API only names the file and the split."""
+        monkeypatch.setenv("ABSTATS_NGINX_INCLUDE_DIR", str(self.include.parent))
+        monkeypatch.setenv("ABSTATS_NGINX_TEST_COMMAND", json.dumps([*self.base, "-t"]))
+        monkeypatch.setenv("ABSTATS_NGINX_RELOAD_COMMAND", json.dumps([*self.base, "-s", "reload"]))
+        get_settings.cache_clear()
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -151,9 +159,10 @@ http {{
 
 
 @pytest.fixture
-def nginx(tmp_path: Path) -> Iterator[Nginx]:
+def nginx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Nginx]:
     backends = {"v1": _backend("v1"), "v2": _backend("v2")}
     server = Nginx(tmp_path, {v: s.server_address[1] for v, s in backends.items()})
+    server.operator_settings(monkeypatch)
     # the include must exist before nginx starts: everything to the control
     server.include.write_text(
         NginxRouter.from_config(
@@ -165,6 +174,7 @@ def nginx(tmp_path: Path) -> Iterator[Nginx]:
         yield server
     finally:
         server.stop()
+        get_settings.cache_clear()
         for s in backends.values():
             s.shutdown()
             s.server_close()
@@ -205,8 +215,10 @@ def test_config_rejected_by_nginx_t_keeps_the_old_file_and_pauses(
     assert deliver_pending(committed) == 1
     assert set(nginx.wait_for({"v1", "v2"})) == {"v1", "v2"}  # the 50/50 split is live
     before = nginx.include.read_text()
-    # an operator typo in the hash key (missing closing brace): nginx -t rejects the include
-    bad = {"backend": "nginx", "config": {**nginx.router_config(good), "key": "${http_x_unit_id"}}
+    # a hash key of the allowed grammar naming a variable nginx does not know: nginx -t rejects
+    # the include (a key outside the grammar, e.g. "${http_x_unit_id", is refused with a 422 at
+    # create time, see tests/security)
+    bad = {"backend": "nginx", "config": {**nginx.router_config(good), "key": "$no_such_var"}}
     with Session(committed) as session, session.begin():
         experiment = session.scalars(select(Experiment).where(Experiment.key == "edge2")).one()
         experiment.router = bad
@@ -224,4 +236,4 @@ def test_config_rejected_by_nginx_t_keeps_the_old_file_and_pauses(
         pause = session.scalars(select(Decision).where(Decision.action == "pause")).one()
     assert "nginx -t rejected the new split" in pause.reason
     assert "previous file was restored" in pause.reason
-    assert "closing bracket" in pause.reason  # nginx's own message reaches the decision
+    assert "unknown" in pause.reason and "no_such_var" in pause.reason  # nginx's own message

@@ -82,14 +82,19 @@ def test_create_with_declared_weights_policy_router_and_notifications(
         admin_headers,
         variants=[{"key": "v1", "weight": 90}, {"key": "v2", "weight": 10}],
         policy={"mode": "recommend", "ramp": None, "min_runtime": "2h"},
-        router={"backend": "webhook", "config": {"url": "http://router.local/w"}},
-        notifications={"webhook_url": "https://hooks.example/x", "secret": "s3cret"},
+        router={"backend": "webhook", "config": {"url": "http://127.0.0.1/w"}},
+        notifications={"webhook_url": "https://localhost/x", "secret": "s3cret"},
         metadata={"team": "risk"},
     )
     assert out["shares"] == {"v1": 0.9, "v2": 0.1}
     assert out["policy"]["mode"] == "recommend" and out["policy"]["ramp"] is None
     assert out["router"]["backend"] == "webhook"
-    assert out["notifications"] == {"webhook_url": "https://hooks.example/x", "secret_set": True}
+    # the webhook URL of a Slack-style hook is a credential: only its host is shown (issue 14)
+    assert out["notifications"] == {
+        "webhook_url_set": True,
+        "webhook_host": "localhost",
+        "secret_set": True,
+    }
     assert out["metadata"] == {"team": "risk"}
 
 

@@ -12,6 +12,9 @@ from abstats.control.routers.base import RouterResult
 from abstats.control.signing import SIGNATURE_HEADER, sign
 from abstats.engine.ramp import largest_remainder_percentages
 from abstats.errors import RouterError
+from abstats.logging import get_logger
+
+_log = get_logger(__name__)
 
 
 class WebhookRouter:
@@ -56,9 +59,14 @@ class WebhookRouter:
         except httpx.HTTPError as exc:
             raise RouterError(f"webhook router {self.url} unreachable: {exc}") from exc
         if response.status_code >= 300:
-            raise RouterError(
-                f"webhook router {self.url} answered {response.status_code}: {response.text[:200]}"
+            # the response body stays in the server's log: decision reasons are read-scope data
+            _log.warning(
+                "webhook router refused",
+                url=self.url,
+                status=response.status_code,
+                body=response.text[:500],
             )
+            raise RouterError(f"webhook router {self.url} answered {response.status_code}")
         return RouterResult(
             backend=self.name,
             sent=payload,
@@ -73,6 +81,16 @@ class WebhookRouter:
             response = httpx.get(self.read_url, timeout=self.timeout)
             response.raise_for_status()
             weights = response.json()["weights"]
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            return {str(k): float(v) for k, v in weights.items()}
+        except httpx.HTTPStatusError as exc:
+            raise RouterError(
+                f"webhook router read {self.read_url} answered {exc.response.status_code}"
+            ) from exc
+        except httpx.HTTPError as exc:
             raise RouterError(f"webhook router read {self.read_url} failed: {exc}") from exc
-        return {str(k): float(v) for k, v in weights.items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            # not the body itself: it could be anything the host answers
+            raise RouterError(
+                f'webhook router read {self.read_url} did not answer {{"weights": {{...}}}} '
+                f"({type(exc).__name__})"
+            ) from exc
