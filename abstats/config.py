@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     max_overflow: int = Field(default=10, ge=0)
     statement_timeout_ms: int = Field(default=0, ge=0, description="0: no timeout.")
 
+    # Prometheus: per-experiment series of at most this many active experiments (label cardinality).
+    metrics_max_experiments: int = Field(default=100, ge=0)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

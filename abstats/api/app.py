@@ -13,7 +13,10 @@ from abstats.api import health
 from abstats.api.metrics import install_request_metrics
 from abstats.api.problems import install_problem_handlers
 from abstats.api.responses import JsonResponse
+from abstats.config import get_settings
 from abstats.control import endpoints as control
+from abstats.control import monitoring
+from abstats.db.engine import get_engine
 from abstats.experiments import endpoints as experiments
 from abstats.ingest import endpoints as ingest
 from abstats.reports import endpoints as reports
@@ -41,6 +44,7 @@ def create_app(*, with_lifespan_hooks: bool = True) -> FastAPI:
     app.state.shutdown_hooks = []
     install_problem_handlers(app)
     install_request_metrics(app)
+    monitoring.install(get_engine, cap=lambda: get_settings().metrics_max_experiments)
     app.include_router(health.router)
     for module in DOMAIN_ROUTERS:
         app.include_router(module.router)
