@@ -22,6 +22,7 @@ from .conftest import Running
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "abstats-experiments.json"
 RULES = DEPLOY / "prometheus" / "abstats-alerts.yml"
+RULE_TESTS = DEPLOY / "prometheus" / "abstats-alerts.test.yml"
 
 _DATASOURCE = {
     "type": "object",
@@ -179,15 +180,34 @@ def test_dashboard_matches_the_schema() -> None:
     assert used <= names, f"undefined dashboard variables: {used - names}"
 
 
-def test_rules_pass_promtool() -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
+def rule_test_series() -> list[str]:
+    tests = yaml.safe_load(RULE_TESTS.read_text())
+    return [s["series"] for t in tests["tests"] for s in t["input_series"]]
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
         pytest.skip("promtool not installed (Debian package `prometheus`; see .ci/system-packages)")
+    return found
+
+
+def test_rules_pass_promtool() -> None:
     checked = subprocess.run(
-        [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
+        [promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "SUCCESS: 8 rules found" in checked.stdout
+
+
+def test_alerts_fire_in_promtool_unit_tests() -> None:
+    """SRM, guardrail breach (not a primary), stale analysis (running, not paused), router
+    delivery: each fires when it should and not before, once although two replicas are scraped."""
+    tested = subprocess.run(
+        [promtool(), "test", "rules", str(RULE_TESTS)], capture_output=True, text=True, timeout=60
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "SUCCESS" in tested.stdout
 
 
 def test_every_query_names_a_series_abstats_exports(running: Running) -> None:
@@ -196,7 +216,7 @@ def test_every_query_names_a_series_abstats_exports(running: Running) -> None:
         for family in text_string_to_metric_families(running.scrape())
         for sample in family.samples
     }
-    queries = dashboard_queries(load_dashboard()) + rule_queries()
+    queries = dashboard_queries(load_dashboard()) + rule_queries() + rule_test_series()
     assert len(queries) > 20
     used: dict[str, str] = {}
     for expr in queries:
