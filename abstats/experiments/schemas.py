@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from abstats.errors import FieldProblem, InvalidInput
+from abstats.experiments.integrations import Integrations, integration_problems
 from abstats.experiments.specs import NAME_PATTERN, MetricSpec, Policy, RouterSpec
 
 EXPERIMENT_KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -174,6 +175,7 @@ CREATE_FIELDS = {
     "router",
     "notifications",
     "metadata",
+    "integrations",
 }
 CREATE_HINTS = {
     "status": "cannot be set: an experiment is created as draft; start it with POST /v1/experiments/{key}/start",
@@ -197,9 +199,21 @@ class ExperimentCreate(BaseModel):
     router: RouterSpec = Field(default_factory=RouterSpec)
     notifications: NotificationSpec | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    integrations: Integrations = Field(
+        default_factory=Integrations,
+        description="Inference-logger sources (cloudevents) and the MLflow registry (mlflow).",
+    )
 
 
-UPDATE_FIELDS = {"name", "description", "metadata", "metrics", "variants", "control"}
+UPDATE_FIELDS = {
+    "name",
+    "description",
+    "metadata",
+    "metrics",
+    "variants",
+    "control",
+    "integrations",
+}
 UPDATE_HINTS = {
     "key": "cannot be changed: create a new experiment",
     "status": "cannot be PATCHed: use POST /v1/experiments/{key}/start, /pause, /resume, /promote or /rollback",
@@ -222,6 +236,7 @@ class ExperimentUpdate(BaseModel):
     metrics: list[MetricSpec] | None = None
     variants: list[VariantSpec] | None = None
     control: str | None = None
+    integrations: Integrations | None = None
 
     @property
     def draft_only_fields(self) -> list[str]:
@@ -260,6 +275,7 @@ class ExperimentRead(BaseModel):
     router: dict[str, Any]
     notifications: dict[str, Any]
     metadata: dict[str, Any]
+    integrations: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None
@@ -302,6 +318,7 @@ def parse_create(raw: Any) -> ExperimentCreate:
         raise  # unreachable: raise_problems raised
     problems += variant_and_metric_problems(body.control, body.variants, body.metrics)
     problems += policy_problems(body.policy, body.metrics)
+    problems += integration_problems(body.integrations, [v.key for v in body.variants])
     raise_problems("experiment", problems)
     return body
 
