@@ -13,6 +13,7 @@ is analysed):
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -125,4 +126,11 @@ def integration_problems(integrations: Integrations, variants: list[str]) -> lis
                         f"{source.variant!r} is not one of the variants ({', '.join(variants)})",
                     )
                 )
+    if integrations.mlflow is not None and importlib.util.find_spec("mlflow") is None:
+        problems.append(
+            FieldProblem(
+                "integrations.mlflow",
+                "MLflow's client is not installed in this abstats: pip install 'abstats[mlflow]'",
+            )
+        )
     return problems
