@@ -88,7 +88,8 @@ def parse_http(headers: dict[str, str], body: bytes, settings: Settings) -> list
         raise BadRequest(f"The body is not valid JSON ({exc}). {hint}.") from None
     except BaseCloudEventException as exc:
         raise BadRequest(f"Invalid CloudEvent: {exc}. {hint}.") from None
-    except (ValueError, TypeError, KeyError) as exc:  # the SDK's own parsing of a broken body
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        # the SDK's own parsing of a broken body (e.g. a structured body that is not an object)
         raise BadRequest(f"Invalid CloudEvent: {exc}. {hint}.") from None
 
 

@@ -281,6 +281,19 @@ def test_bad_events_are_refused_with_what_to_fix(
     status, detail = post(headers, body)
     assert status == 400 and "source" in detail
 
+    for content_type, hostile in (
+        ("application/cloudevents+json", b"[1, 2]"),
+        (
+            "application/cloudevents+json",
+            b'{"id": 7, "type": "t", "source": "s", "specversion": "1.0"}',
+        ),
+        ("application/cloudevents+json", b"not json"),
+        ("application/cloudevents-batch+json", b'{"id": "x"}'),
+        ("application/cloudevents-batch+json", b"[[1], null]"),
+    ):
+        status, detail = post({"Content-Type": content_type}, hostile)
+        assert status == 400 and ("CloudEvent" in detail or "JSON" in detail), (hostile, detail)
+
     headers, body = binary(REQUEST, "x-4", T0, {}, endpoint="default", user="u")
     headers["Ce-Metadata"] = "{}"
     status, detail = post(headers, body)
