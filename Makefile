@@ -48,4 +48,4 @@ report-screenshot: install
 	$(BIN)/python -m abstats.reports.screenshot
 
 clean:
-	rm -rf $(VENV) .pytest-pg .abstats .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest-pg .pytest-mlflow .abstats .pytest_cache .mypy_cache .ruff_cache
