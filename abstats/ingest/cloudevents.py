@@ -15,15 +15,18 @@ half that arrives second (even concurrently, on another replica) sees the first 
 locked. Once both are there the prediction is written through the ordinary ingest path
 (``ingest_events``: validation, COPY, ``message_id`` idempotency) with ``message_id`` =
 ``ce:<ce-id>``, timestamp = the request's time, latency = response time - request time, score =
-the number at ``score_pointer`` in the response. A resent half finds the pair complete and writes
-the same message id again: stored once, counted as a duplicate.
+the number at ``score_pointer`` in the response. The pair row is deleted in the same transaction,
+so ``cloudevent_pair`` holds only halves in flight; :func:`prune_pairs` (the scheduler, hourly)
+drops halves whose other half never came after ``PAIR_TTL`` (a request without a response stores
+nothing). A resent pair is paired again and writes the same message id: stored once, counted as a
+duplicate; a resent half alone waits as pending and is pruned.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -32,11 +35,11 @@ from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.formats.json import JSONFormat
 from pydantic import ValidationError
-from sqlalchemy import select, text
+from sqlalchemy import Connection, delete, select, text
 from sqlalchemy.orm import Session
 
 from abstats.config import Settings, get_settings
-from abstats.db.models import Experiment
+from abstats.db.models import CloudEventPair, Experiment
 from abstats.errors import BadRequest, FieldProblem, InvalidInput, PayloadTooLarge
 from abstats.experiments.integrations import CloudEventsIntegration
 from abstats.ingest.service import ingest_events
@@ -47,6 +50,7 @@ STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 DEFAULT_SCORE_POINTERS = ("/predictions/0", "/outputs/0/data/0")
 ACTIVE = ("running", "paused")
+PAIR_TTL = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -307,6 +311,19 @@ def ingest_cloudevents(
             if latency >= 0:
                 prediction["latency_ms"] = latency
         stored = ingest_events(session, [prediction], strict=True, settings=settings)
+        session.execute(
+            delete(CloudEventPair).where(
+                CloudEventPair.experiment_id == mapping.experiment_id,
+                CloudEventPair.event_id == event_id,
+            )
+        )
         result.accepted += stored.accepted
         result.duplicates += stored.duplicates
     return result
+
+
+def prune_pairs(conn: Connection, *, now: datetime | None = None) -> int:
+    """Drop halves that waited longer than ``PAIR_TTL`` for the other one; returns how many."""
+    cutoff = (now or datetime.now(UTC)) - PAIR_TTL
+    removed = conn.execute(delete(CloudEventPair).where(CloudEventPair.created_at < cutoff))
+    return int(removed.rowcount or 0)

@@ -16,10 +16,11 @@ import pytest
 from cloudevents.core.bindings.http import to_structured_event
 from cloudevents.core.v1.event import CloudEvent
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from abstats.db.models import Experiment, Prediction, Variant
+from abstats.db.models import CloudEventPair, Experiment, Prediction, Variant
+from abstats.ingest.cloudevents import prune_pairs
 
 REQUEST = "org.kubeflow.serving.inference.request"
 RESPONSE = "org.kubeflow.serving.inference.response"
@@ -165,10 +166,25 @@ def test_two_endpoints_stored_once_as_predictions_also_on_resend(
         }
     assert predictions(db_session) == expected
 
-    for headers, body in sent:  # the logger retries everything: nothing is stored twice
+    # only halves in flight are kept
+    assert db_session.scalar(select(func.count()).select_from(CloudEventPair)) == 0
+    for n, (headers, body) in enumerate(sent):  # the logger retries everything: stored once
         r = client.post("/v1/cloudevents", content=body, headers={**ingest_headers, **headers})
         assert r.status_code == 200, r.text
-        assert r.json() == {"accepted": 0, "duplicates": 1, "pending": 0}
+        first_half = n % 2 == 0
+        assert r.json() == (
+            {"accepted": 0, "duplicates": 0, "pending": 1}
+            if first_half
+            else {"accepted": 0, "duplicates": 1, "pending": 0}
+        )
+    assert predictions(db_session) == expected
+    # a half resent alone waits, and is pruned once it is older than a day
+    headers, body = sent[0]
+    client.post("/v1/cloudevents", content=body, headers={**ingest_headers, **headers})
+    assert db_session.scalar(select(func.count()).select_from(CloudEventPair)) == 1
+    connection = db_session.connection()
+    assert prune_pairs(connection) == 0
+    assert prune_pairs(connection, now=datetime.now(UTC) + timedelta(hours=25)) == 1
     assert predictions(db_session) == expected
 
 
