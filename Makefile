@@ -52,4 +52,4 @@ screenshots: install
 	ABSTATS_SCREENSHOT_DIR=reports/screenshots $(BIN)/pytest -q tests/console/test_browser.py
 
 clean:
-	rm -rf $(VENV) .pytest-pg .abstats .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest-pg .pytest-mlflow .abstats .pytest_cache .mypy_cache .ruff_cache

@@ -139,6 +139,9 @@ class Settings(BaseSettings):
         default=8 * 3600, ge=60, description="How long a console sign-in lasts."
     )
 
+    # Prometheus: per-experiment series of at most this many active experiments (label cardinality).
+    metrics_max_experiments: int = Field(default=100, ge=0)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

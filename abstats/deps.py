@@ -3,6 +3,8 @@ edge that commits) and API-key auth. Lives below the domains so their endpoints 
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -41,8 +43,16 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def bearer_token(authorization: str) -> str:
-    """The token of an ``Authorization: Bearer <token>`` header value; 401 when there is none."""
+    """The key of an ``Authorization`` header value: ``Bearer <key>``, or ``Basic`` with the key
+    as the password (for senders that take credentials only in their target URL, e.g. KServe's
+    inference logger: ``http://abstats:KEY@host/v1/cloudevents``); 401 when there is none."""
     scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "basic" and token.strip():
+        try:
+            token = base64.b64decode(token.strip(), validate=True).decode().partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            raise Unauthorized("Malformed Basic credentials: send base64('user:KEY').") from None
+        scheme = "bearer"
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("Missing API key: send `Authorization: Bearer <key>`.")
     return token.strip()

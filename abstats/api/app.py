@@ -14,9 +14,12 @@ from abstats.api.guard import install_request_guard
 from abstats.api.metrics import install_request_metrics
 from abstats.api.problems import install_problem_handlers
 from abstats.api.responses import JsonResponse
+from abstats.config import get_settings
 from abstats.console import docs as console_docs
 from abstats.console import views as console
 from abstats.control import endpoints as control
+from abstats.control import monitoring
+from abstats.db.engine import get_engine
 from abstats.experiments import endpoints as experiments
 from abstats.ingest import endpoints as ingest
 from abstats.reports import endpoints as reports
@@ -47,6 +50,7 @@ def create_app(*, with_lifespan_hooks: bool = True) -> FastAPI:
     install_problem_handlers(app)
     install_request_guard(app)  # inside the metrics: refused requests are counted too
     install_request_metrics(app)
+    monitoring.install(get_engine, cap=lambda: get_settings().metrics_max_experiments)
     app.include_router(health.router)
     for module in DOMAIN_ROUTERS:
         app.include_router(module.router)

@@ -10,6 +10,10 @@ crash before the commit only means one more (idempotent) attempt:
   late retry never rolls the router back to an old split. After ``max_router_attempts`` failures
   (or at once for a ``PermanentRouterError`` such as a rejected ``nginx -t``) the experiment is
   paused by a decision that carries the error.
+- mlflow: the MLflow registry and tracking calls of an experiment with ``integrations.mlflow``
+  (``abstats.integrations.mlflow``: resolve the variants' models at start, alias and verdict tags
+  at a promotion or rollback, log an analysis), retried like notifications; a failure never
+  touches the experiment, it is kept in ``last_error``.
 - notify: POST the decision as JSON to the experiment's webhook, signed with HMAC-SHA256
   (``abstats.control.signing``), with a delivery id that stays the same across retries. Retried
   with exponential backoff until a 2xx or ``max_notify_attempts``.
@@ -35,6 +39,7 @@ from abstats.errors import AbstatsError, RouterError
 from abstats.experiments import repository
 from abstats.experiments.state import StateChange, change_state
 from abstats.experiments.targets import notification_problems
+from abstats.integrations import mlflow as mlflow_integration
 from abstats.logging import get_logger
 
 MAX_ROUTER_ATTEMPTS = 5
@@ -105,6 +110,14 @@ def deliver_pending(
                     item,
                     clock,
                     max_attempts=max_router_attempts,
+                    backoff_base=backoff_base,
+                )
+            elif item.kind == mlflow_integration.OUTBOX_KIND:
+                ok = _deliver_mlflow(
+                    session,
+                    item,
+                    clock,
+                    max_attempts=max_notify_attempts,
                     backoff_base=backoff_base,
                 )
             else:
@@ -275,3 +288,26 @@ def _deliver_notify(
     else:
         item.next_attempt_at = now + backoff(item.attempts, base=backoff_base)
     return False
+
+
+def _deliver_mlflow(
+    session: Session, item: OutboxItem, now: datetime, *, max_attempts: int, backoff_base: float
+) -> bool:
+    item.attempts += 1
+    try:
+        with session.begin_nested():  # a failure half-way leaves no partial variant metadata
+            mlflow_integration.deliver(session, item)
+    except Exception as exc:  # the MLflow client raises its own and requests' exceptions
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        item.last_error = error
+        if item.attempts >= max_attempts:
+            item.done_at = now
+            item.last_error = f"gave up after {item.attempts} attempts: {error}"
+            _log.error("mlflow call dropped", experiment_id=item.experiment_id, error=error)
+        else:
+            item.next_attempt_at = now + backoff(item.attempts, base=backoff_base)
+            _log.warning("mlflow call failed, will retry", error=error, attempts=item.attempts)
+        return False
+    item.done_at = now
+    item.last_error = None
+    return True

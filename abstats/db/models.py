@@ -96,6 +96,10 @@ class Experiment(Base):
     # notifications: {"webhook_url": ..., "secret": ...} or {}
     notifications: Mapped[dict[str, Any]] = mapped_column(nullable=False, default=dict)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", nullable=False, default=dict)
+    # integrations: {"cloudevents": {...}, "mlflow": {...}} (abstats.experiments.integrations)
+    integrations: Mapped[dict[str, Any]] = mapped_column(
+        nullable=False, default=dict, server_default=text("'{}'::jsonb")
+    )
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -234,6 +238,28 @@ class Outcome(Base):
     ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     message_id: Mapped[str] = mapped_column(Text, nullable=False)
     ingested_at: Mapped[datetime] = _now()
+
+
+class CloudEventPair(Base):
+    """The request and response CloudEvents of one inference (one ``ce-id``), paired into one
+    prediction (migration 0006, ``abstats.ingest.cloudevents``). Whichever half arrives second
+    finds the first here (an upsert on the primary key locks the row), and the prediction is
+    written with a message id derived from the CloudEvent id, so resends store nothing twice."""
+
+    __tablename__ = "cloudevent_pair"
+
+    experiment_id: Mapped[int] = mapped_column(
+        ForeignKey("experiment.id", ondelete="CASCADE"), primary_key=True
+    )
+    event_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    variant: Mapped[str] = mapped_column(String(64), nullable=False)
+    unit_id: Mapped[str | None] = mapped_column(Text)
+    request_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    response_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    responded: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    score: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    created_at: Mapped[datetime] = _now()
 
 
 class AnalysisSnapshot(Base):

@@ -133,10 +133,6 @@ Allocator = Callable[[MetricResult, Sequence[str], float, int], dict[str, float]
 # --- sentences (words.py) and evidence -----------------------------------------------------------
 
 
-def _adjusted(c: Comparison) -> float | None:
-    return c.p_value_adjusted if c.p_value_adjusted is not None else c.p_value
-
-
 def describe_primary(metric: MetricResult, c: Comparison, alpha: float) -> str:
     return words.primary_clause(metric, c, alpha, adjusted=c.p_value_adjusted is not None)
 
@@ -156,12 +152,12 @@ def _ok(c: Comparison) -> bool:
 
 
 def is_better(c: Comparison, alpha: float) -> bool:
-    p = _adjusted(c)
+    p = c.decision_p_value
     return _ok(c) and c.better is True and (p is None or p < alpha)
 
 
 def is_worse(c: Comparison, alpha: float) -> bool:
-    p = _adjusted(c)
+    p = c.decision_p_value
     return _ok(c) and c.worse is True and (p is None or p < alpha)
 
 

@@ -77,6 +77,12 @@ class Comparison(_Model):
     margin: Amount | None = None
     inference: str = "always_valid"
 
+    @property
+    def decision_p_value(self) -> float | None:
+        """The p-value a decision rests on: Holm-adjusted where a family was adjusted, else the
+        comparison's own."""
+        return self.p_value_adjusted if self.p_value_adjusted is not None else self.p_value
+
     @field_validator("margin", mode="before")
     @classmethod
     def _margin(cls, v: object) -> object:

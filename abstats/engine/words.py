@@ -175,7 +175,7 @@ def inference(method: str) -> str:
 
 def primary_clause(metric: MetricResult, c: Comparison, alpha: float, *, adjusted: bool) -> str:
     """``v2 f1 +14.2% [+11.8%, +16.7%], always-valid p < 0.0001 < 0.05 after Holm``."""
-    p = c.p_value_adjusted if c.p_value_adjusted is not None else c.p_value
+    p = c.decision_p_value
     relation = "<" if p is not None and p < alpha else ">="
     after = " after Holm" if adjusted else ""
     return (

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from abstats.config import Settings, get_settings
 from abstats.engine.specs import NAME_PATTERN, MetricSpec, Policy
 from abstats.errors import FieldProblem, InvalidInput
+from abstats.experiments.integrations import Integrations, integration_problems
 from abstats.experiments.specs import RouterSpec
 from abstats.experiments.targets import notification_problems, router_problems
 
@@ -245,6 +246,7 @@ CREATE_FIELDS = {
     "router",
     "notifications",
     "metadata",
+    "integrations",
 }
 CREATE_HINTS = {
     "status": "cannot be set: an experiment is created as draft; start it with POST /v1/experiments/{key}/start",
@@ -268,9 +270,21 @@ class ExperimentCreate(BaseModel):
     router: RouterSpec = Field(default_factory=RouterSpec)
     notifications: NotificationSpec | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    integrations: Integrations = Field(
+        default_factory=Integrations,
+        description="Inference-logger sources (cloudevents) and the MLflow registry (mlflow).",
+    )
 
 
-UPDATE_FIELDS = {"name", "description", "metadata", "metrics", "variants", "control"}
+UPDATE_FIELDS = {
+    "name",
+    "description",
+    "metadata",
+    "metrics",
+    "variants",
+    "control",
+    "integrations",
+}
 UPDATE_HINTS = {
     "key": "cannot be changed: create a new experiment",
     "status": "cannot be PATCHed: use POST /v1/experiments/{key}/start, /pause, /resume, /promote or /rollback",
@@ -293,6 +307,7 @@ class ExperimentUpdate(BaseModel):
     metrics: list[MetricSpec] | None = None
     variants: list[VariantSpec] | None = None
     control: str | None = None
+    integrations: Integrations | None = None
 
     @property
     def draft_only_fields(self) -> list[str]:
@@ -331,6 +346,7 @@ class ExperimentRead(BaseModel):
     router: dict[str, Any]
     notifications: dict[str, Any]
     metadata: dict[str, Any]
+    integrations: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None
@@ -378,6 +394,7 @@ def parse_create(raw: Any) -> ExperimentCreate:
     problems += router_problems(body.router.backend, dict(body.router.config), settings)
     if body.notifications is not None:
         problems += notification_problems(body.notifications.webhook_url, settings)
+    problems += integration_problems(body.integrations, [v.key for v in body.variants])
     raise_problems("experiment", problems)
     return body
 

@@ -19,6 +19,7 @@ from abstats.config import get_settings
 from abstats.db.models import Experiment, Variant, WeightEpoch
 from abstats.errors import Conflict, FieldProblem, InvalidInput
 from abstats.experiments import repository
+from abstats.experiments.integrations import integration_problems
 from abstats.experiments.schemas import (
     ExperimentCreate,
     ExperimentList,
@@ -27,6 +28,7 @@ from abstats.experiments.schemas import (
     VariantRead,
     VariantSpec,
     WeightEpochRead,
+    raise_problems,
 )
 from abstats.experiments.state import validate_weights
 from abstats.experiments.targets import redact_notifications, redact_router
@@ -66,6 +68,7 @@ def create_experiment(
         if body.notifications
         else {},
         metadata_=body.metadata,
+        integrations=body.integrations.model_dump(mode="json", exclude_none=True),
         created_at=now,
         updated_at=now,
         variants=[
@@ -114,6 +117,10 @@ def update_experiment(
         experiment.metrics = [m.model_dump(mode="json", exclude_none=True) for m in body.metrics]
     if body.variants is not None:
         _replace_variants(session, experiment, body.variants, now=now)
+    if body.integrations is not None:
+        variant_keys = [v.key for v in (body.variants or experiment.variants)]
+        raise_problems("update", integration_problems(body.integrations, variant_keys))
+        experiment.integrations = body.integrations.model_dump(mode="json", exclude_none=True)
     if body.control is not None:
         keys = [v.key for v in experiment.variants]
         if body.control not in keys:
@@ -221,6 +228,7 @@ def to_read(experiment: Experiment, epoch: WeightEpoch | None) -> ExperimentRead
         router=redact_router(dict(experiment.router or {})),
         notifications=notifications,
         metadata=experiment.metadata_,
+        integrations=dict(experiment.integrations or {}),
         created_at=experiment.created_at,
         updated_at=experiment.updated_at,
         started_at=experiment.started_at,

@@ -141,6 +141,11 @@ def current_weights(session: Session, experiment: Experiment) -> dict[str, float
     return {k: float(v) for k, v in epoch.weights.items()}
 
 
+# decisions that the MLflow integration acts on: resolve the variants' registered models at start,
+# set the alias and verdict tags at a promotion or rollback
+MLFLOW_ACTIONS = {"start": "resolve", "promote": "verdict", "rollback": "verdict"}
+
+
 def change_state(
     session: Session,
     experiment: Experiment,
@@ -211,6 +216,16 @@ def change_state(
                     payload={"weights": weights_after, "router": experiment.router},
                 )
             )
+    if (experiment.integrations or {}).get("mlflow") and change.action in MLFLOW_ACTIONS:
+        # the registry calls happen after the commit (abstats.integrations.mlflow via the outbox)
+        session.add(
+            OutboxItem(
+                experiment_id=experiment.id,
+                decision_id=decision.id,
+                kind="mlflow",
+                payload={"op": MLFLOW_ACTIONS[change.action]},
+            )
+        )
     if experiment.notifications.get("webhook_url"):
         session.add(
             OutboxItem(

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from abstats.config import Settings, get_settings
 from abstats.deps import IngestKey, SessionDep
 from abstats.errors import BadRequest, PayloadTooLarge
-from abstats.ingest import service
+from abstats.ingest import cloudevents, service
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
@@ -120,3 +120,37 @@ async def post_events(
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     ndjson = content_type in NDJSON_TYPES
     return await run_in_threadpool(_ingest, session, body, ndjson, strict)
+
+
+def _ingest_cloudevents(
+    session: SessionDep, headers: dict[str, str], body: bytes
+) -> dict[str, Any]:
+    settings = get_settings()
+    events = cloudevents.parse_http(headers, body, settings)
+    result = cloudevents.ingest_cloudevents(session, events, settings=settings)
+    session.commit()  # a 200 means the halves and any paired prediction are durable
+    return result.as_dict()
+
+
+@router.post(
+    "/cloudevents",
+    tags=["events"],
+    responses={
+        400: {"description": "Not a CloudEvent (binary, structured or batch mode)"},
+        413: {"description": "Past the body or batch limit"},
+        422: {"description": "Not an inference event, or no experiment maps its endpoint"},
+        503: {"description": "The database is unreachable; retry after Retry-After seconds"},
+    },
+)
+async def post_cloudevents(request: Request, _: IngestKey, session: SessionDep) -> dict[str, Any]:
+    """Inference-logger CloudEvents (KServe ``logger``): request and response events of each
+    inference, paired by ``ce-id`` into one prediction of the variant that the endpoint maps to
+    (the experiment's ``integrations.cloudevents.sources``). Binary mode (``ce-*`` headers),
+    structured mode (``application/cloudevents+json``) or a batch
+    (``application/cloudevents-batch+json``). Idempotent on the CloudEvent id.
+
+    Response: ``{"accepted", "duplicates", "pending"}`` (pending: halves waiting for the other).
+    """
+    body = await read_body(request, get_settings())
+    headers = dict(request.headers.items())
+    return await run_in_threadpool(_ingest_cloudevents, session, headers, body)

@@ -15,6 +15,7 @@ from abstats.control.service import evaluate_snapshot
 from abstats.db.engine import session_scope
 from abstats.db.models import AnalysisSnapshot, Decision
 from abstats.experiments import repository
+from abstats.integrations import mlflow as mlflow_integration
 from abstats.logging import get_logger
 from abstats.reports.service import write_reports
 
@@ -40,6 +41,8 @@ def run_pipeline(key: str, *, wait_seconds: float = 5.0) -> PipelineResult:
     if run.created:
         with session_scope() as session:
             result.decisions = decide(session, key, run.snapshot.id)
+            experiment = repository.get_experiment(session, key)
+            mlflow_integration.enqueue_analysis_log(session, experiment, run.snapshot.id)
     try:
         with session_scope() as session:
             result.report = write_reports(session, key)

@@ -89,6 +89,20 @@ class SchedulerJobs:
         except Exception:
             log.exception("scheduler.partitions_failed")
 
+    def prune_cloudevent_pairs(self) -> None:
+        """Drop inference-logger halves whose other half never came (hourly)."""
+        if not self.leader.is_leader():
+            return
+        from abstats.ingest.cloudevents import prune_pairs
+
+        try:
+            with self.engine.begin() as conn:
+                removed = prune_pairs(conn)
+            if removed:
+                log.info("scheduler.cloudevent_pairs_pruned", removed=removed)
+        except Exception:
+            log.exception("scheduler.cloudevent_pairs_failed")
+
 
 def configure(scheduler: BaseScheduler, jobs: SchedulerJobs, settings: Settings) -> BaseScheduler:
     analysis = settings.analysis_interval_seconds
@@ -109,6 +123,7 @@ def configure(scheduler: BaseScheduler, jobs: SchedulerJobs, settings: Settings)
     scheduler.add_job(
         jobs.maintain_partitions, "interval", hours=24, id="partitions", next_run_time=now
     )
+    scheduler.add_job(jobs.prune_cloudevent_pairs, "interval", hours=1, id="cloudevent-pairs")
     return scheduler
 
 
