@@ -101,5 +101,6 @@ def rebuild(key: str = typer.Argument(..., help="Experiment key.")) -> None:
         fail(
             "rebuilt rollups differ from the incremental ones in "
             + ", ".join(differing)
-            + " (events may have arrived in between: run rebuild again)"
+            + " (events may have arrived in between: run rebuild again)",
+            code=1,
         )

@@ -7,14 +7,12 @@ import json
 
 import typer
 
-from abstats.cli.main import app, fail
+from abstats.cli.experiments import experiments_app
+from abstats.cli.main import fail, when
 from abstats.control import service
 from abstats.db.engine import session_scope
 from abstats.db.models import Decision
 from abstats.errors import AbstatsError
-
-experiments_app = typer.Typer(help="Experiment lifecycle and manual control.", no_args_is_help=True)
-app.add_typer(experiments_app, name="experiments")
 
 ACTOR = "cli"
 REASON = typer.Option(None, "--reason", help="Why; stored on the decision.")
@@ -44,11 +42,13 @@ def start(key: str, reason: str | None = REASON) -> None:
 
 @experiments_app.command("pause")
 def pause(key: str, reason: str | None = REASON) -> None:
+    """running -> paused: everything goes to the control until resume."""
     _run("pause", key, reason=reason)
 
 
 @experiments_app.command("resume")
 def resume(key: str, reason: str | None = REASON) -> None:
+    """paused -> running, at the weights before the pause."""
     _run("resume", key, reason=reason)
 
 
@@ -64,6 +64,7 @@ def promote(key: str, variant: str, reason: str | None = REASON) -> None:
 
 @experiments_app.command("rollback")
 def rollback(key: str, reason: str | None = REASON) -> None:
+    """Give the control all traffic and end the experiment as rolled back."""
     _run("rollback", key, reason=reason)
 
 
@@ -98,7 +99,7 @@ def decisions(key: str, limit: int = typer.Option(20, min=1, max=100)) -> None:
             for d in rows:
                 applied = "" if d.applied else " (recommended)"
                 typer.echo(
-                    f"{d.id}\t{d.created_at.isoformat()}\t{d.action}{applied}\t{d.actor}\t{d.reason}"
+                    f"{d.id}\t{when(d.created_at)}\t{d.action}{applied}\t{d.actor}\t{d.reason}"
                 )
     except AbstatsError as exc:
         fail(exc.detail)

