@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -171,13 +171,21 @@ def announce_new(
             say(describe_decision(decision))
 
 
+def _clock(stamp: str) -> str:
+    """``HH:MM:SSZ`` (UTC, with its zone) of an ISO 8601 timestamp from the API."""
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%H:%M:%SZ")
+
+
 def describe_decision(decision: dict[str, Any]) -> str:
     after = decision.get("weights_after") or {}
     total = sum(after.values()) or 1.0
     split = ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in after.items())
     applied = "" if decision.get("applied", True) else " (recommended, not applied)"
     return (
-        f"[{decision['created_at'][11:19]}] {decision['action']}{applied} by {decision['actor']}:"
+        f"[{_clock(decision['created_at'])}] {decision['action']}{applied} by {decision['actor']}:"
         f" {decision['reason']}" + (f"  -> {split}" if split else "")
     )
 
@@ -218,7 +226,13 @@ def simulate(
     )
     with Progress(*columns, disable=not progress, transient=True) as bar:
         task = bar.add_task(key, total=duration, units=0, requests=0, status=status)
-        say = bar.console.print if progress else echo
+
+        def say(line: str) -> None:
+            if progress:  # above the bar, never hard-wrapped (piped output keeps whole lines)
+                bar.console.print(line, soft_wrap=True, markup=False, highlight=False)
+            else:
+                echo(line)
+
         while time.monotonic() - started < duration:
             predictions, outcomes = simulator.tick(
                 new_units=units_per_tick,
