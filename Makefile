@@ -47,5 +47,9 @@ bench: install
 report-screenshot: install
 	$(BIN)/python -m abstats.reports.screenshot
 
+# stop the embedded PostgreSQL servers of `make dev/demo` and of `make test` before deleting them
 clean:
+	@if [ -x $(BIN)/abstats ]; then \
+	  $(BIN)/abstats db stop --data-dir .abstats; $(BIN)/abstats db stop --data-dir .pytest-pg; \
+	fi
 	rm -rf $(VENV) .pytest-pg .abstats .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,8 @@
-"""``abstats db upgrade|downgrade|current``."""
+"""``abstats db upgrade|downgrade|current|stop|partitions``."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
@@ -30,6 +32,24 @@ def downgrade(revision: str = typer.Argument(...)) -> None:
 def current() -> None:
     """Print the current and head revisions."""
     typer.echo(f"current {migrate.current_revision(get_engine())} head {migrate.head_revision()}")
+
+
+@db_app.command("stop")
+def stop(
+    data_dir: Path | None = typer.Option(
+        None, help="The embedded server's data directory (default ABSTATS_DATA_DIR)."
+    ),
+) -> None:
+    """Stop the embedded PostgreSQL under the data directory, whichever command started it."""
+    from abstats.config import get_settings
+    from abstats.db.embedded import stop_server
+
+    directory = data_dir or Path(get_settings().data_dir)
+    pid = stop_server(directory)
+    if pid is None:
+        typer.echo(f"no embedded PostgreSQL running under {directory}")
+    else:
+        typer.echo(f"stopped the embedded PostgreSQL under {directory} (pid {pid})")
 
 
 @db_app.command("partitions")

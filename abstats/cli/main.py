@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from datetime import UTC, datetime
 from typing import NoReturn
@@ -128,8 +129,16 @@ def describe_error(exc: BaseException) -> tuple[str, int]:
     )
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    """SIGTERM ends the command like Ctrl-C does, through Python's normal exit: atexit handlers
+    run, so an embedded PostgreSQL started by this command is released (and stopped when it was
+    the last holder). Servers (uvicorn, the scheduler) install their own handlers meanwhile."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """The ``abstats`` console script."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app(prog_name="abstats")
     except SystemExit:
