@@ -24,7 +24,10 @@ dev: install
 demo: install
 	$(BIN)/abstats demo --scenario $(SCENARIO)
 
+# the whole suite; first the system packages of the nginx and Chromium tests when they can be
+# installed (else those tests are skipped, and pytest's summary at the end lists each skip's reason)
 test: install
+	@.ci/system-packages || true
 	$(BIN)/pytest -q
 
 lint: install
