@@ -4,15 +4,20 @@ from a shell, recorded as decisions with the actor ``cli``. Prints the decision 
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import typer
 
 from abstats.cli.experiments import experiments_app
 from abstats.cli.main import fail, when
-from abstats.control import service
 from abstats.db.engine import session_scope
-from abstats.db.models import Decision
 from abstats.errors import AbstatsError
+
+if TYPE_CHECKING:
+    from abstats.db.models import Decision
+
+# abstats.control.service (and the statistics below it) is imported by the commands, so that the
+# rest of the CLI starts without scipy.
 
 ACTOR = "cli"
 REASON = typer.Option(None, "--reason", help="Why; stored on the decision.")
@@ -26,6 +31,8 @@ def _echo(decision: Decision) -> None:
 
 
 def _run(action: str, key: str, **kwargs: object) -> None:
+    from abstats.control import service
+
     try:
         with session_scope() as session:
             decision = getattr(service, action)(session, key, actor=ACTOR, **kwargs)
@@ -55,6 +62,8 @@ def resume(key: str, reason: str | None = REASON) -> None:
 @experiments_app.command("promote")
 def promote(key: str, variant: str, reason: str | None = REASON) -> None:
     """Give VARIANT all traffic and conclude the experiment."""
+    from abstats.control import service
+
     try:
         with session_scope() as session:
             _echo(service.promote(session, key, variant, actor=ACTOR, reason=reason))
@@ -75,6 +84,8 @@ def weights(
     reason: str | None = REASON,
 ) -> None:
     """Set the weights by hand (a new weight epoch)."""
+    from abstats.control import service
+
     try:
         parsed = json.loads(weights_json)
     except ValueError:
@@ -93,6 +104,8 @@ def weights(
 @experiments_app.command("decisions")
 def decisions(key: str, limit: int = typer.Option(20, min=1, max=100)) -> None:
     """The audit trail, newest first, one line each."""
+    from abstats.control import service
+
     try:
         with session_scope() as session:
             rows, _ = service.list_decisions(session, key, limit=limit, starting_after=None)

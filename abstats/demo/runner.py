@@ -330,7 +330,7 @@ def run_demo(
     )
     echo(f"report: {report}")
     echo("look further:")
-    echo(f"  .venv/bin/abstats report {key} --format md   # the report as Markdown")
+    echo(f"  .venv/bin/abstats report {key} --format md --out -   # the report as Markdown")
     echo("  .venv/bin/abstats serve                        # the API on :8000, then:")
     echo(
         f'  curl -H "Authorization: Bearer $(cat {admin_file})" '
