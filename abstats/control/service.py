@@ -375,7 +375,7 @@ def put_policy(session: Session, key: str, body: Any) -> dict[str, Any]:
     except ValidationError as exc:
         problems = [
             FieldProblem(f"policy.{p.field}" if p.field != "body" else "policy", p.message)
-            for p in validation_problems(exc)
+            for p in validation_problems(exc, Policy)
         ]
         raise_problems("policy", problems)
         raise  # unreachable: raise_problems raised
