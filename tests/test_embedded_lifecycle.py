@@ -43,6 +43,7 @@ def _dev(data_dir: Path) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    _started.append(proc)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
@@ -72,11 +73,29 @@ def _end(proc: subprocess.Popen[bytes], sig: signal.Signals) -> int:
     return proc.wait(30)
 
 
+_started: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(scope="module")
+def shared_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data directory for the module's tests: initdb runs once (each test starts and ends
+    with no server running on it)."""
+    return tmp_path_factory.mktemp("lifecycle") / "data"
+
+
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "data"
+def data_dir(shared_data_dir: Path) -> Iterator[Path]:
+    path = shared_data_dir
+    assert running_server_pid(path) is None
     yield path
-    stop_server(path)  # whatever a failed assertion left behind
+    for proc in _started:  # whatever a failed assertion left behind
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    _started.clear()
+    for pid in _abstats_dev_of(path):  # an orphaned child of a demo
+        psutil.Process(pid).kill()
+    stop_server(path)
 
 
 def test_dev_stops_its_postgres_on_sigterm_and_on_ctrl_c(data_dir: Path) -> None:
@@ -122,3 +141,44 @@ def test_a_killed_holder_does_not_keep_it_running_and_db_stop_stops_it(data_dir:
         timeout=60,
     )
     assert again.stdout.startswith("no embedded PostgreSQL running under")
+
+
+def test_demo_interrupted_leaves_no_postgres(data_dir: Path) -> None:
+    """``make demo`` (``abstats demo``) stopped by SIGTERM mid-run: its ``abstats dev`` child
+    and that child's embedded PostgreSQL end with it."""
+    pytest.importorskip("sklearn")  # the demo extra
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "abstats", "demo", "--time-limit", "120"],
+        env=_env(data_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=data_dir.parent,
+    )
+    assert demo.stdout is not None
+    seen = []
+    deadline = time.monotonic() + 90
+    for line in demo.stdout:  # wait until traffic flows: the server and PostgreSQL are up
+        seen.append(line)
+        if "decisions:" in line:
+            break
+        assert time.monotonic() < deadline, "".join(seen)
+    assert running_server_pid(data_dir) is not None, "".join(seen)
+    demo.send_signal(signal.SIGTERM)
+    demo.communicate(timeout=60)
+    assert _postgres_of(data_dir) == []
+    assert _abstats_dev_of(data_dir) == []  # nor its abstats dev child
+
+
+def _abstats_dev_of(data_dir: Path) -> list[int]:
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if cmdline[-3:-2] != ["dev"] and "dev" not in cmdline:
+            continue
+        try:
+            if process.environ().get("ABSTATS_DATA_DIR") == str(data_dir):
+                found.append(process.info["pid"])
+        except psutil.Error:
+            continue
+    return found
