@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 ACTOR = "cli"
 REASON = typer.Option(None, "--reason", help="Why; stored on the decision.")
+KEY = typer.Argument(..., help="Experiment key.")
 
 
 def _echo(decision: Decision) -> None:
@@ -42,25 +43,29 @@ def _run(action: str, key: str, **kwargs: object) -> None:
 
 
 @experiments_app.command("start")
-def start(key: str, reason: str | None = REASON) -> None:
+def start(key: str = KEY, reason: str | None = REASON) -> None:
     """draft -> running (with a ramp, the candidates start at the first step)."""
     _run("start", key, reason=reason)
 
 
 @experiments_app.command("pause")
-def pause(key: str, reason: str | None = REASON) -> None:
+def pause(key: str = KEY, reason: str | None = REASON) -> None:
     """running -> paused: everything goes to the control until resume."""
     _run("pause", key, reason=reason)
 
 
 @experiments_app.command("resume")
-def resume(key: str, reason: str | None = REASON) -> None:
+def resume(key: str = KEY, reason: str | None = REASON) -> None:
     """paused -> running, at the weights before the pause."""
     _run("resume", key, reason=reason)
 
 
 @experiments_app.command("promote")
-def promote(key: str, variant: str, reason: str | None = REASON) -> None:
+def promote(
+    key: str = KEY,
+    variant: str = typer.Argument(..., help="The variant to promote, e.g. v2."),
+    reason: str | None = REASON,
+) -> None:
     """Give VARIANT all traffic and conclude the experiment."""
     from abstats.control import service
 
@@ -72,14 +77,14 @@ def promote(key: str, variant: str, reason: str | None = REASON) -> None:
 
 
 @experiments_app.command("rollback")
-def rollback(key: str, reason: str | None = REASON) -> None:
+def rollback(key: str = KEY, reason: str | None = REASON) -> None:
     """Give the control all traffic and end the experiment as rolled back."""
     _run("rollback", key, reason=reason)
 
 
 @experiments_app.command("weights")
 def weights(
-    key: str,
+    key: str = KEY,
     weights_json: str = typer.Argument(..., help='e.g. \'{"v1": 25, "v2": 75}\''),
     reason: str | None = REASON,
 ) -> None:
@@ -102,7 +107,9 @@ def weights(
 
 
 @experiments_app.command("decisions")
-def decisions(key: str, limit: int = typer.Option(20, min=1, max=100)) -> None:
+def decisions(
+    key: str = KEY, limit: int = typer.Option(20, min=1, max=100, help="How many, newest first.")
+) -> None:
     """The audit trail, newest first, one line each."""
     from abstats.control import service
 

@@ -15,14 +15,18 @@ app.add_typer(db_app, name="db")
 
 
 @db_app.command("upgrade")
-def upgrade(revision: str = typer.Argument("head")) -> None:
+def upgrade(
+    revision: str = typer.Argument("head", help="Target revision (default: the newest)."),
+) -> None:
     """Migrate to REVISION (default head). Idempotent; safe when several processes run it."""
     migrate.upgrade(get_engine(), revision)
     typer.echo(f"database at {migrate.current_revision(get_engine())}")
 
 
 @db_app.command("downgrade")
-def downgrade(revision: str = typer.Argument(...)) -> None:
+def downgrade(
+    revision: str = typer.Argument(..., help="Target revision, or base for none."),
+) -> None:
     """Migrate down to REVISION (``base`` drops everything)."""
     migrate.downgrade(get_engine(), revision)
     typer.echo(f"database at {migrate.current_revision(get_engine())}")
