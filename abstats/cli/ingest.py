@@ -252,6 +252,7 @@ def ingest(
             )
             if len(batch) >= batch_size or number == total:
                 result = send(batch)
+                _stop_if_no_experiment(file.name, batch, result, first_row, accepted)
                 accepted += result["accepted"]
                 duplicates += result["duplicates"]
                 rejected += len({r["index"] for r in result["rejected"]})
@@ -270,6 +271,19 @@ def ingest(
     typer.echo(f"accepted {accepted} duplicates {duplicates} rejected {rejected}")
     if rejected:
         raise typer.Exit(2)
+
+
+def _stop_if_no_experiment(
+    name: str, batch: list[dict[str, Any]], result: dict[str, Any], first_row: int, before: int
+) -> None:
+    """Every row of a batch refused for its experiment (e.g. through --url with an ingest key,
+    which cannot look experiments up beforehand): one line, not one rejection per row."""
+    refused = [r for r in result["rejected"] if str(r["field"]).endswith(".experiment")]
+    if refused and len({r["index"] for r in refused}) == len(batch):
+        fail(
+            f"{name} row {first_row + refused[0]['index']}: {refused[0]['message']}; stopped "
+            f"there ({before} rows accepted before it)"
+        )
 
 
 def _check_experiments(

@@ -16,6 +16,9 @@ from sqlalchemy.orm import Session
 from abstats.cli import main
 from abstats.experiments.schemas import parse_create
 from abstats.experiments.service import create_experiment
+from tests.ingest.conftest import LiveServer, live_server
+
+__all__ = ["live_server"]
 
 EXPERIMENT = {
     "key": "churn",
@@ -196,3 +199,21 @@ def test_start_up_logs_only_with_verbose(database_url: str) -> None:
     verbose = _process(["-v", "db", "upgrade"], ABSTATS_LOG_JSON="false")
     assert verbose.returncode == 0
     assert "alembic.runtime.migration" in verbose.stderr
+
+
+def test_ingest_through_the_api_with_an_ingest_key_stops_at_an_unknown_experiment(
+    live_server: LiveServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An ingest key cannot read experiments, so the check happens on the first batch."""
+    path = tmp_path / "big.csv"
+    path.write_text("unit_id,variant\n" + "".join(f"u{i},v1\n" for i in range(3000)))
+    args = ["ingest", str(path), "--experiment", "churm", "--type", "exposure"]
+    args += ["--url", live_server.url, "--api-key", live_server.ingest_key]
+    assert_user_error(
+        cli(args, capsys, monkeypatch),
+        "big.csv row 1: unknown experiment 'churm'",
+        "stopped there (0 rows accepted before it)",
+    )
