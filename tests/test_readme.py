@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -75,6 +76,9 @@ def dev_server(committed_engine: Engine, tmp_path: Path) -> Iterator[tuple[str, 
         log.close()
 
 
+@pytest.mark.skipif(
+    shutil.which("curl") is None, reason="curl is not installed (.ci/system-packages installs it)"
+)
 def test_readme_walkthrough_runs_as_written(
     dev_server: tuple[str, dict[str, str]], committed_engine: Engine, tmp_path: Path
 ) -> None:
