@@ -165,6 +165,14 @@ def _apply(session: Any, body: Any) -> str:
             f"{body.key}: the router cannot be changed after creation (stored: "
             f"{orjson.dumps(experiment.router).decode()}); create a new experiment"
         )
+    notifications = (
+        body.notifications.model_dump(mode="json", exclude_none=True) if body.notifications else {}
+    )
+    if notifications != dict(experiment.notifications or {}):
+        fail(
+            f"{body.key}: notifications cannot be changed after creation; create a new "
+            "experiment, or keep the file's notifications as they were"
+        )
     changes: dict[str, Any] = {}
     for field in ("name", "description", "metadata"):
         stored = experiment.metadata_ if field == "metadata" else getattr(experiment, field)

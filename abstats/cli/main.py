@@ -9,21 +9,50 @@ fails unexpectedly; their warnings and errors always.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
 from collections import deque
 from datetime import UTC, datetime
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 from abstats import __version__
 from abstats.config import get_settings
 from abstats.logging import configure_logging
 
+# Set by the root options; read by main() when a command fails.
+_options = {"debug": False, "verbose": False}
+
+
+def _debugging() -> bool:
+    return _options["debug"] or os.environ.get("ABSTATS_DEBUG", "").lower() in ("1", "true")
+
+
+class _Commands(TyperGroup):
+    """The root command group: a user error raised by any command (see ``describe_error``)
+    becomes one ``error:`` line and exit code 2, whoever invokes the app (the console script,
+    ``python -m abstats``, a test's CliRunner)."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            if _debugging():
+                raise
+            message, code = describe_error(exc)
+            if code != 2:
+                raise  # not the user's to fix: main() reports it
+            typer.echo(f"error: {message}", err=True)
+            raise typer.Exit(2) from exc
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="abstats",
     help="Statistical experiment analysis and auto-promotion for ML models in production.",
     no_args_is_help=True,
@@ -31,8 +60,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-# Set by the root options; read by main() when a command fails.
-_options = {"debug": False, "verbose": False}
 
 # Loggers whose INFO lines are start-up chatter for a command-line user: shown with -v, else
 # held back and printed only if the command fails (their warnings and errors always show).
@@ -169,7 +196,8 @@ def _terminate(signum: int, _frame: object) -> None:
 
 def main() -> None:
     """The ``abstats`` console script."""
-    signal.signal(signal.SIGTERM, _terminate)
+    with contextlib.suppress(ValueError):  # only the main thread may set handlers
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         app(prog_name="abstats")
     except SystemExit:
@@ -178,7 +206,7 @@ def main() -> None:
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except Exception as exc:
-        if _options["debug"] or os.environ.get("ABSTATS_DEBUG", "").lower() in ("1", "true"):
+        if _debugging():
             raise
         message, code = describe_error(exc)
         if code != 2:  # not a plain user error: the held start-up logs may explain it
