@@ -1,3 +1,3 @@
-from abstats.cli import app
+from abstats.cli import main
 
-app(prog_name="abstats")
+main()

@@ -103,6 +103,14 @@ class DatabaseUnavailable(AbstatsError):
         self.retry_after = retry_after
 
 
+class ConfigurationError(AbstatsError):
+    """abstats cannot start as configured (e.g. no database URL and no embedded server)."""
+
+    status = 500
+    title = "Configuration error"
+    type_slug = "configuration"
+
+
 class RouterError(AbstatsError):
     """A router backend failed to apply or confirm weights."""
 

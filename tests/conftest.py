@@ -14,6 +14,7 @@ Fixtures:
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,16 @@ if TYPE_CHECKING:
     from fastapi.testclient import TestClient
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM ends the session like Ctrl-C: teardown and atexit run, so the test database is
+    dropped and an embedded PostgreSQL this session started is stopped (not left running)."""
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 def _server_url() -> str:

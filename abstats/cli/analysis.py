@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import orjson
 import typer
-from sqlalchemy import text
-from sqlalchemy.orm import Session
 
-from abstats.analysis.rollup import (
-    ROLLUP_TABLES,
-    RollupPlan,
-    clear_rollups,
-    lock_analysis,
-    roll_up,
-)
 from abstats.cli.main import app, fail
-from abstats.db.engine import session_scope
 from abstats.errors import AbstatsError
-from abstats.experiments import repository
-from abstats.experiments.state import experiment_spec
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+# The analysis modules (scipy, statsmodels) are imported by the commands that use them, so that
+# every other command of the CLI starts without them.
 
 analysis_app = typer.Typer(help="Analysis snapshots and rollups.", no_args_is_help=True)
 app.add_typer(analysis_app, name="analysis")
@@ -51,6 +47,10 @@ def run(key: str = typer.Argument(..., help="Experiment key.")) -> None:
 
 def rollup_digest(session: Session, experiment_id: int) -> dict[str, str]:
     """md5 of every rollup row of the experiment, per table (an exact fingerprint)."""
+    from sqlalchemy import text
+
+    from abstats.analysis.rollup import ROLLUP_TABLES
+
     return {
         table: session.execute(
             text(
@@ -67,6 +67,17 @@ def rollup_digest(session: Session, experiment_id: int) -> dict[str, str]:
 def rebuild(key: str = typer.Argument(..., help="Experiment key.")) -> None:
     """Recompute the experiment's rollups from every event and check that they equal the
     incremental ones (up to the same watermark); exits 1 if they differ."""
+    from abstats.analysis.rollup import (
+        ROLLUP_TABLES,
+        RollupPlan,
+        clear_rollups,
+        lock_analysis,
+        roll_up,
+    )
+    from abstats.db.engine import session_scope
+    from abstats.experiments import repository
+    from abstats.experiments.state import experiment_spec
+
     try:
         with session_scope() as session:
             experiment = repository.get_experiment(session, key)
@@ -100,5 +111,6 @@ def rebuild(key: str = typer.Argument(..., help="Experiment key.")) -> None:
         fail(
             "rebuilt rollups differ from the incremental ones in "
             + ", ".join(differing)
-            + " (events may have arrived in between: run rebuild again)"
+            + " (events may have arrived in between: run rebuild again)",
+            code=1,
         )

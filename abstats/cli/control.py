@@ -4,20 +4,24 @@ from a shell, recorded as decisions with the actor ``cli``. Prints the decision 
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import typer
 
-from abstats.cli.main import app, fail
-from abstats.control import service
+from abstats.cli.experiments import experiments_app
+from abstats.cli.main import fail, when
 from abstats.db.engine import session_scope
-from abstats.db.models import Decision
 from abstats.errors import AbstatsError
 
-experiments_app = typer.Typer(help="Experiment lifecycle and manual control.", no_args_is_help=True)
-app.add_typer(experiments_app, name="experiments")
+if TYPE_CHECKING:
+    from abstats.db.models import Decision
+
+# abstats.control.service (and the statistics below it) is imported by the commands, so that the
+# rest of the CLI starts without scipy.
 
 ACTOR = "cli"
 REASON = typer.Option(None, "--reason", help="Why; stored on the decision.")
+KEY = typer.Argument(..., help="Experiment key.")
 
 
 def _echo(decision: Decision) -> None:
@@ -28,6 +32,8 @@ def _echo(decision: Decision) -> None:
 
 
 def _run(action: str, key: str, **kwargs: object) -> None:
+    from abstats.control import service
+
     try:
         with session_scope() as session:
             decision = getattr(service, action)(session, key, actor=ACTOR, **kwargs)
@@ -37,24 +43,32 @@ def _run(action: str, key: str, **kwargs: object) -> None:
 
 
 @experiments_app.command("start")
-def start(key: str, reason: str | None = REASON) -> None:
+def start(key: str = KEY, reason: str | None = REASON) -> None:
     """draft -> running (with a ramp, the candidates start at the first step)."""
     _run("start", key, reason=reason)
 
 
 @experiments_app.command("pause")
-def pause(key: str, reason: str | None = REASON) -> None:
+def pause(key: str = KEY, reason: str | None = REASON) -> None:
+    """running -> paused: everything goes to the control until resume."""
     _run("pause", key, reason=reason)
 
 
 @experiments_app.command("resume")
-def resume(key: str, reason: str | None = REASON) -> None:
+def resume(key: str = KEY, reason: str | None = REASON) -> None:
+    """paused -> running, at the weights before the pause."""
     _run("resume", key, reason=reason)
 
 
 @experiments_app.command("promote")
-def promote(key: str, variant: str, reason: str | None = REASON) -> None:
+def promote(
+    key: str = KEY,
+    variant: str = typer.Argument(..., help="The variant to promote, e.g. v2."),
+    reason: str | None = REASON,
+) -> None:
     """Give VARIANT all traffic and conclude the experiment."""
+    from abstats.control import service
+
     try:
         with session_scope() as session:
             _echo(service.promote(session, key, variant, actor=ACTOR, reason=reason))
@@ -63,17 +77,20 @@ def promote(key: str, variant: str, reason: str | None = REASON) -> None:
 
 
 @experiments_app.command("rollback")
-def rollback(key: str, reason: str | None = REASON) -> None:
+def rollback(key: str = KEY, reason: str | None = REASON) -> None:
+    """Give the control all traffic and end the experiment as rolled back."""
     _run("rollback", key, reason=reason)
 
 
 @experiments_app.command("weights")
 def weights(
-    key: str,
+    key: str = KEY,
     weights_json: str = typer.Argument(..., help='e.g. \'{"v1": 25, "v2": 75}\''),
     reason: str | None = REASON,
 ) -> None:
     """Set the weights by hand (a new weight epoch)."""
+    from abstats.control import service
+
     try:
         parsed = json.loads(weights_json)
     except ValueError:
@@ -90,15 +107,19 @@ def weights(
 
 
 @experiments_app.command("decisions")
-def decisions(key: str, limit: int = typer.Option(20, min=1, max=100)) -> None:
+def decisions(
+    key: str = KEY, limit: int = typer.Option(20, min=1, max=100, help="How many, newest first.")
+) -> None:
     """The audit trail, newest first, one line each."""
+    from abstats.control import service
+
     try:
         with session_scope() as session:
             rows, _ = service.list_decisions(session, key, limit=limit, starting_after=None)
             for d in rows:
                 applied = "" if d.applied else " (recommended)"
                 typer.echo(
-                    f"{d.id}\t{d.created_at.isoformat()}\t{d.action}{applied}\t{d.actor}\t{d.reason}"
+                    f"{d.id}\t{when(d.created_at)}\t{d.action}{applied}\t{d.actor}\t{d.reason}"
                 )
     except AbstatsError as exc:
         fail(exc.detail)

@@ -1,6 +1,8 @@
-"""``abstats db upgrade|downgrade|current``."""
+"""``abstats db upgrade|downgrade|current|stop|partitions``."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
@@ -13,14 +15,18 @@ app.add_typer(db_app, name="db")
 
 
 @db_app.command("upgrade")
-def upgrade(revision: str = typer.Argument("head")) -> None:
+def upgrade(
+    revision: str = typer.Argument("head", help="Target revision (default: the newest)."),
+) -> None:
     """Migrate to REVISION (default head). Idempotent; safe when several processes run it."""
     migrate.upgrade(get_engine(), revision)
     typer.echo(f"database at {migrate.current_revision(get_engine())}")
 
 
 @db_app.command("downgrade")
-def downgrade(revision: str = typer.Argument(...)) -> None:
+def downgrade(
+    revision: str = typer.Argument(..., help="Target revision, or base for none."),
+) -> None:
     """Migrate down to REVISION (``base`` drops everything)."""
     migrate.downgrade(get_engine(), revision)
     typer.echo(f"database at {migrate.current_revision(get_engine())}")
@@ -30,6 +36,24 @@ def downgrade(revision: str = typer.Argument(...)) -> None:
 def current() -> None:
     """Print the current and head revisions."""
     typer.echo(f"current {migrate.current_revision(get_engine())} head {migrate.head_revision()}")
+
+
+@db_app.command("stop")
+def stop(
+    data_dir: Path | None = typer.Option(
+        None, help="The embedded server's data directory (default ABSTATS_DATA_DIR)."
+    ),
+) -> None:
+    """Stop the embedded PostgreSQL under the data directory, whichever command started it."""
+    from abstats.config import get_settings
+    from abstats.db.embedded import stop_server
+
+    directory = data_dir or Path(get_settings().data_dir)
+    pid = stop_server(directory)
+    if pid is None:
+        typer.echo(f"no embedded PostgreSQL running under {directory}")
+    else:
+        typer.echo(f"stopped the embedded PostgreSQL under {directory} (pid {pid})")
 
 
 @db_app.command("partitions")

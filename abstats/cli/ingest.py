@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from abstats.cli.main import app, fail
@@ -60,23 +63,49 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _rows(path: Path, fmt: str) -> tuple[int, Iterator[dict[str, Any]]]:
-    """(number of rows, the rows as dicts)."""
+@dataclass
+class Table:
+    """A parsed file: its columns, row count, the rows as dicts and a column's distinct values."""
+
+    columns: list[str]
+    total: int
+    rows: Callable[[], Iterator[dict[str, Any]]]
+    distinct: Callable[[str], set[str]]
+
+
+def _rows(path: Path, fmt: str) -> Table:
+    """The whole file is read and parsed here, so a malformed file fails with one line before
+    any row is sent."""
+    name = path.name
     if fmt == "jsonl":
         import gzip
 
         opener: Any = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rb") as fh:
-            lines = [line for line in fh.read().split(b"\n") if line.strip()]
-
-        def from_lines() -> Iterator[dict[str, Any]]:
-            for number, line in enumerate(lines, start=1):
-                try:
-                    yield orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    fail(f"{path.name} line {number} is not valid JSON: {exc}")
-
-        return len(lines), from_lines()
+        try:
+            with opener(path, "rb") as fh:
+                lines = [line for line in fh.read().split(b"\n") if line.strip()]
+        except (OSError, EOFError) as exc:  # e.g. a .gz that is not gzip
+            fail(f"{name} cannot be read: {exc}")
+        parsed: list[dict[str, Any]] = []
+        seen: dict[str, None] = {}
+        for number, line in enumerate(lines, start=1):
+            try:
+                line.decode("utf-8")
+                row = orjson.loads(line)
+            except UnicodeDecodeError as exc:
+                fail(f"{name} line {number} is not UTF-8 text (byte {exc.start}); save it as UTF-8")
+            except orjson.JSONDecodeError as exc:
+                fail(f"{name} line {number} is not valid JSON: {exc}")
+            if not isinstance(row, dict):
+                fail(f"{name} line {number} is not a JSON object (one event per line)")
+            parsed.append(row)
+            seen.update(dict.fromkeys(row))
+        return Table(
+            columns=list(seen),
+            total=len(parsed),
+            rows=lambda: iter(parsed),
+            distinct=lambda c: {str(r[c]) for r in parsed if r.get(c) is not None},
+        )
     import pandas as pd
 
     if fmt == "parquet":
@@ -84,15 +113,56 @@ def _rows(path: Path, fmt: str) -> tuple[int, Iterator[dict[str, Any]]]:
             frame = pd.read_parquet(path)
         except ImportError:
             fail("reading Parquet needs pyarrow: pip install pyarrow")
+        except Exception as exc:  # pyarrow's ArrowInvalid and friends
+            fail(f"{name} is not a readable Parquet file: {str(exc).splitlines()[0]}")
     else:
-        frame = pd.read_csv(path, dtype={"message_id": str, "unit_id": str, "request_id": str})
-    columns = list(frame.columns)
+        try:
+            frame = pd.read_csv(path, dtype={"message_id": str, "unit_id": str, "request_id": str})
+        except pd.errors.EmptyDataError:
+            fail(f"{name} is empty: expected a header line and one event per row")
+        except UnicodeDecodeError as exc:
+            fail(f"{name} is not UTF-8 text (byte {exc.start}); save it as UTF-8")
+        except pd.errors.ParserError as exc:
+            fail(f"{name} is not valid CSV: {str(exc).strip().splitlines()[-1]}")
+    columns = [str(c) for c in frame.columns]
 
     def from_frame() -> Iterator[dict[str, Any]]:
         for values in frame.itertuples(index=False, name=None):
             yield {c: _clean(v) for c, v in zip(columns, values, strict=True)}
 
-    return len(frame), from_frame()
+    def distinct(column: str) -> set[str]:
+        if column not in frame.columns:
+            return set()
+        return {str(v) for v in frame[column].dropna().unique()}
+
+    return Table(columns=columns, total=len(frame), rows=from_frame, distinct=distinct)
+
+
+def _check_shape(
+    name: str, columns: list[str], *, experiment: str | None, event_type: str | None
+) -> None:
+    """The columns the rows need, once for the file (not one rejection per row)."""
+    import difflib
+
+    from abstats.ingest.validate import ALLOWED_FIELDS
+
+    known = set().union(*ALLOWED_FIELDS.values())
+    unknown = [c for c in columns if c not in known and not c.startswith("features.")]
+    if unknown:
+        hints = []
+        for column in unknown:
+            close = difflib.get_close_matches(column, sorted(known), n=1)
+            hints.append(f"{column!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        fail(
+            f"{name}: unknown column(s) {', '.join(hints)}; event fields are "
+            f"{', '.join(sorted(known))} and features.<name>"
+        )
+    if "unit_id" not in columns:
+        fail(f"{name} has no unit_id column (columns: {', '.join(columns) or 'none'})")
+    if "type" not in columns and not event_type:
+        fail(f"{name} has no 'type' column: pass --type exposure, prediction or outcome")
+    if "experiment" not in columns and not experiment:
+        fail(f"{name} has no 'experiment' column: pass --experiment KEY")
 
 
 def _event(
@@ -149,7 +219,15 @@ def ingest(
         fail("--type must be exposure, prediction or outcome")
     if url and not api_key:
         fail("--url needs --api-key (or ABSTATS_API_KEY) with scope ingest")
-    total, rows = _rows(file, _format_of(file, fmt))
+    table = _rows(file, _format_of(file, fmt))
+    total = table.total
+    if total == 0:
+        fail(f"{file.name} has no rows to ingest")
+    _check_shape(file.name, table.columns, experiment=experiment, event_type=event_type)
+    experiments = table.distinct("experiment")
+    if experiment:
+        experiments.add(experiment)  # rows without an experiment get it
+    _check_experiments(file.name, experiments, table.distinct("variant"), url, api_key)
     source_id = "file-" + hashlib.sha256(file.name.encode()).hexdigest()[:12]
     send = _sender(url, api_key, strict)
     accepted = duplicates = rejected = 0
@@ -161,10 +239,12 @@ def ingest(
         BarColumn(),
         TextColumn("{task.completed}/{task.total} rows"),
         TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not sys.stderr.isatty(),
         transient=True,
     ) as progress:
         task = progress.add_task("ingest", total=total)
-        for number, row in enumerate(rows, start=1):
+        for number, row in enumerate(table.rows(), start=1):
             batch.append(
                 _event(
                     row, experiment=experiment, kind=event_type, source_id=source_id, number=number
@@ -172,6 +252,7 @@ def ingest(
             )
             if len(batch) >= batch_size or number == total:
                 result = send(batch)
+                _stop_if_no_experiment(file.name, batch, result, first_row, accepted)
                 accepted += result["accepted"]
                 duplicates += result["duplicates"]
                 rejected += len({r["index"] for r in result["rejected"]})
@@ -183,11 +264,70 @@ def ingest(
                 progress.advance(task, len(batch))
                 first_row += len(batch)
                 batch = []
+    if rejected > len(problems):
+        problems.append(f"... {rejected} rows rejected in all; the first problems are above")
     for line in problems:
         typer.echo(line, err=True)
     typer.echo(f"accepted {accepted} duplicates {duplicates} rejected {rejected}")
     if rejected:
         raise typer.Exit(2)
+
+
+def _stop_if_no_experiment(
+    name: str, batch: list[dict[str, Any]], result: dict[str, Any], first_row: int, before: int
+) -> None:
+    """Every row of a batch refused for its experiment (e.g. through --url with an ingest key,
+    which cannot look experiments up beforehand): one line, not one rejection per row."""
+    refused = [r for r in result["rejected"] if str(r["field"]).endswith(".experiment")]
+    if refused and len({r["index"] for r in refused}) == len(batch):
+        fail(
+            f"{name} row {first_row + refused[0]['index']}: {refused[0]['message']}; stopped "
+            f"there ({before} rows accepted before it)"
+        )
+
+
+def _check_experiments(
+    name: str, keys: set[str], variants: set[str], url: str | None, api_key: str | None
+) -> None:
+    """Every experiment the file names exists, and every variant is one of theirs: checked once,
+    so an unknown key is one line, not one rejection per row."""
+    known_variants: set[str] = set()
+    missing: list[str] = []
+    if url:
+        from abstats.client import ApiError, Client
+
+        with Client(url, api_key or "", flush_interval=3600) as client:
+            for key in sorted(keys):
+                try:
+                    found = client.find_experiment(key)
+                except ApiError as exc:
+                    if exc.status in (401, 403):
+                        return  # an ingest key cannot read experiments: the server checks rows
+                    fail(exc.detail)
+                if found is None:
+                    missing.append(key)
+                else:
+                    known_variants.update(v["key"] for v in found["variants"])
+    else:
+        from abstats.db.engine import session_scope
+        from abstats.experiments.repository import experiment_refs
+
+        with session_scope() as session:
+            refs = experiment_refs(session, sorted(keys))
+        missing = sorted(keys - set(refs))
+        for _, by_key in refs.values():
+            known_variants.update(by_key)
+    if missing:
+        fail(
+            f"{name}: unknown experiment(s) {', '.join(repr(k) for k in missing)}; create it "
+            "first (abstats experiments create -f FILE) or fix --experiment / the experiment column"
+        )
+    strangers = sorted(variants - known_variants)
+    if strangers:
+        fail(
+            f"{name}: unknown variant(s) {', '.join(repr(v) for v in strangers[:10])}; the "
+            f"experiment(s) have {', '.join(sorted(known_variants))}"
+        )
 
 
 def _sender(url: str | None, api_key: str | None, strict: bool) -> Any:

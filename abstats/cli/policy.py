@@ -16,6 +16,7 @@ app.add_typer(policy_app, name="policy")
 
 FILE = typer.Option(..., "--file", "-f", help="The policy as JSON ('-': standard input).")
 AS_JSON = typer.Option(False, "--json", help="Print the whole result as JSON.")
+KEY = typer.Argument(..., help="Experiment key.")
 
 
 def _read(path: Path) -> Any:
@@ -59,7 +60,7 @@ def _weights(weights: dict[str, float] | None) -> str:
 
 
 @policy_app.command("dry-run")
-def dry_run(key: str, file: Path = FILE, as_json: bool = AS_JSON) -> None:
+def dry_run(key: str = KEY, file: Path = FILE, as_json: bool = AS_JSON) -> None:
     """What the policy in FILE would decide on KEY's latest snapshot, as KEY is now."""
     data = _run("dry-run", key, file)
     if as_json:
@@ -74,7 +75,7 @@ def dry_run(key: str, file: Path = FILE, as_json: bool = AS_JSON) -> None:
 
 
 @policy_app.command("replay")
-def replay(key: str, file: Path = FILE, as_json: bool = AS_JSON) -> None:
+def replay(key: str = KEY, file: Path = FILE, as_json: bool = AS_JSON) -> None:
     """The decisions the policy in FILE would have made over KEY's snapshots, and when."""
     data = _run("replay", key, file)
     if as_json:

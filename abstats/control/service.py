@@ -360,7 +360,7 @@ def validate_policy(experiment: Experiment, body: Any) -> Policy:
     except ValidationError as exc:
         problems = [
             FieldProblem(f"policy.{p.field}" if p.field != "body" else "policy", p.message)
-            for p in validation_problems(exc)
+            for p in validation_problems(exc, Policy)
         ]
         raise_problems("policy", problems)
         raise  # unreachable: raise_problems raised

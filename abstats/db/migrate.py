@@ -15,13 +15,28 @@ from abstats.db.partitions import ensure_partitions
 # Arbitrary constant: the advisory-lock key that serialises migrations across processes.
 MIGRATION_LOCK_KEY = 0x61627374_01  # "abst" + 1
 
-_ROOT = Path(__file__).resolve().parents[2]
+_PACKAGE = Path(__file__).resolve().parents[1]  # abstats/
+_CHECKOUT = _PACKAGE.parent
+
+
+def migrations_dir() -> Path:
+    """The Alembic scripts: ``abstats/migrations`` in an installed wheel (setup.py maps them
+    there), else the checkout's top-level ``migrations/`` (an editable install)."""
+    for candidate in (_PACKAGE / "migrations", _CHECKOUT / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"abstats' migrations are missing (looked in {_PACKAGE / 'migrations'} and "
+        f"{_CHECKOUT / 'migrations'}); reinstall abstats"
+    )
 
 
 def alembic_config() -> Config:
-    ini = _ROOT / "alembic.ini"
-    cfg = Config(str(ini)) if ini.exists() else Config()
-    cfg.set_main_option("script_location", str(_ROOT / "migrations"))
+    """Alembic's settings in code (no alembic.ini needed; the checkout's is for the ``alembic``
+    command): the scripts' location and UTC timestamps."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.set_main_option("timezone", "UTC")
     return cfg
 
 

@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -172,11 +172,19 @@ def announce_new(
             say(describe_decision(decision))
 
 
+def _clock(stamp: str) -> str:
+    """``HH:MM:SSZ`` (UTC, with its zone) of an ISO 8601 timestamp from the API."""
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%H:%M:%SZ")
+
+
 def describe_decision(decision: dict[str, Any]) -> str:
     split = words.weights(decision.get("weights_after") or {})
     applied = "" if decision.get("applied", True) else " (recommended, not applied)"
     return (
-        f"[{decision['created_at'][11:19]}] {decision['action']}{applied} by {decision['actor']}:"
+        f"[{_clock(decision['created_at'])}] {decision['action']}{applied} by {decision['actor']}:"
         f" {decision['reason']}" + (f"  -> {split}" if split else "")
     )
 
@@ -217,7 +225,13 @@ def simulate(
     )
     with Progress(*columns, disable=not progress, transient=True) as bar:
         task = bar.add_task(key, total=duration, units=0, requests=0, status=status)
-        say = bar.console.print if progress else echo
+
+        def say(line: str) -> None:
+            if progress:  # above the bar, never hard-wrapped (piped output keeps whole lines)
+                bar.console.print(line, soft_wrap=True, markup=False, highlight=False)
+            else:
+                echo(line)
+
         while time.monotonic() - started < duration:
             predictions, outcomes = simulator.tick(
                 new_units=units_per_tick,
@@ -315,7 +329,7 @@ def run_demo(
     )
     echo(f"report: {report}")
     echo("look further:")
-    echo(f"  .venv/bin/abstats report {key} --format md   # the report as Markdown")
+    echo(f"  .venv/bin/abstats report {key} --format md --out -   # the report as Markdown")
     echo("  .venv/bin/abstats serve                        # the API on :8000, then:")
     echo(
         f'  curl -H "Authorization: Bearer $(cat {admin_file})" '

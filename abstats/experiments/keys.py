@@ -97,6 +97,14 @@ def revoke_key(session: Session, key_id: str, *, actor: str = "cli") -> None:
     clear_cache()
 
 
+def list_keys(session: Session, *, include_revoked: bool = False) -> list[ApiKey]:
+    """Every key (never a secret: only hashes are stored), oldest first."""
+    query = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
+    if not include_revoked:
+        query = query.where(ApiKey.revoked_at.is_(None))
+    return list(session.scalars(query))
+
+
 def count_active_keys(session: Session) -> int:
     return len(session.scalars(select(ApiKey.id).where(ApiKey.revoked_at.is_(None))).all())
 

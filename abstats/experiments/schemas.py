@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -45,8 +45,33 @@ def unknown_field_problems(
     return problems
 
 
-def validation_problems(exc: ValidationError) -> list[FieldProblem]:
-    """Pydantic errors as field paths (``variants[1].weight``) and plain messages."""
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation holds (``X``, ``X | None``, ``list[X]``, ...)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in get_args(annotation) for model in _models_in(arg)]
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The field names allowed at ``loc`` inside ``model`` (empty when it cannot tell)."""
+    candidates = [model]
+    for part in loc:
+        if isinstance(part, int):
+            continue  # a list index: the annotation's models already are the items'
+        candidates = [
+            inner
+            for current in candidates
+            if (info := current.model_fields.get(part)) is not None
+            for inner in _models_in(info.annotation)
+        ]
+    return sorted({info.alias or name for m in candidates for name, info in m.model_fields.items()})
+
+
+def validation_problems(
+    exc: ValidationError, model: type[BaseModel] | None = None
+) -> list[FieldProblem]:
+    """Pydantic errors as field paths (``variants[1].weight``) and plain messages; with the
+    validated ``model``, an unknown nested field gets a "did you mean" and the allowed fields."""
     problems = []
     for err in exc.errors():
         path = ""
@@ -55,6 +80,11 @@ def validation_problems(exc: ValidationError) -> list[FieldProblem]:
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown field"
+            allowed = _fields_at(model, tuple(err["loc"][:-1])) if model else []
+            if allowed:
+                close = difflib.get_close_matches(str(err["loc"][-1]), allowed, n=1)
+                suggestion = f"did you mean '{close[0]}'? " if close else ""
+                message = f"unknown field; {suggestion}allowed: {', '.join(allowed)}"
         problems.append(FieldProblem(path or "body", message))
     return problems
 
@@ -385,7 +415,7 @@ def parse_create(raw: Any) -> ExperimentCreate:
     try:
         body = ExperimentCreate.model_validate(known)
     except ValidationError as exc:
-        raise_problems("experiment", problems + validation_problems(exc))
+        raise_problems("experiment", problems + validation_problems(exc, ExperimentCreate))
         raise  # unreachable: raise_problems raised
     settings = get_settings()
     problems += variant_and_metric_problems(body.control, body.variants, body.metrics)
@@ -410,7 +440,7 @@ def parse_update(raw: Any) -> ExperimentUpdate:
     try:
         body = ExperimentUpdate.model_validate(known)
     except ValidationError as exc:
-        raise_problems("update", problems + validation_problems(exc))
+        raise_problems("update", problems + validation_problems(exc, ExperimentUpdate))
         raise
     problems += variant_and_metric_problems(body.control, body.variants, body.metrics)
     problems += size_problems(body.variants, body.metrics, body.metadata, get_settings())

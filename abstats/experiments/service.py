@@ -36,7 +36,7 @@ from abstats.experiments.targets import redact_notifications, redact_router
 MAX_PAGE = 100
 
 
-def _declared_weights(variants: list[VariantSpec]) -> dict[str, float]:
+def declared_weights(variants: list[VariantSpec]) -> dict[str, float]:
     if all(v.weight is None for v in variants):
         return {v.key: 1.0 for v in variants}  # equal shares by default
     return {v.key: float(v.weight or 0.0) for v in variants}
@@ -53,7 +53,7 @@ def create_experiment(
             f"PATCH /v1/experiments/{body.key}."
         )
     keys = [v.key for v in body.variants]
-    weights = validate_weights(_declared_weights(body.variants), keys, field="variants")
+    weights = validate_weights(declared_weights(body.variants), keys, field="variants")
     experiment = Experiment(
         key=body.key,
         name=body.name,
@@ -180,7 +180,7 @@ def _replace_variants(
     experiment.variants.sort(key=lambda v: v.position)
     session.flush()
     weights = validate_weights(
-        _declared_weights(variants), [v.key for v in variants], field="variants"
+        declared_weights(variants), [v.key for v in variants], field="variants"
     )
     epoch = repository.current_epoch(session, experiment.id)
     if epoch is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from abstats.logging import get_logger
 
@@ -92,3 +92,19 @@ class LeaderLock:
             except Exception:  # already closed
                 log.debug("scheduler.close_failed")
         self._conn = None
+
+
+def leader_present(engine: Engine, key: int = SCHEDULER_LOCK_KEY) -> bool:
+    """True when some scheduler process holds the leader lock (``abstats scheduler --check``,
+    the compose healthcheck). A bigint advisory lock shows in ``pg_locks`` as its high and low
+    32 bits in ``classid`` and ``objid``, with ``objsubid`` 1."""
+    with engine.connect() as conn:
+        held = conn.execute(
+            text(
+                "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND objsubid = 1 AND classid::bigint = :hi AND objid::bigint = :lo"
+            ),
+            {"hi": key >> 32, "lo": key & 0xFFFFFFFF},
+        ).first()
+    return held is not None

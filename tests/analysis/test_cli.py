@@ -47,5 +47,5 @@ def test_run_then_rebuild_agrees_exactly(committed_engine: Engine) -> None:
 
 def test_unknown_experiment_is_a_clear_error(committed_engine: Engine) -> None:
     result = CliRunner().invoke(app, ["analysis", "rebuild", "nope"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "No experiment with key 'nope'" in result.output

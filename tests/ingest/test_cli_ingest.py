@@ -105,5 +105,5 @@ def test_unknown_format_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "x.txt"
     path.write_text("a")
     result = CliRunner().invoke(app, ["ingest", str(path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "--format csv, jsonl or parquet" in result.stderr
