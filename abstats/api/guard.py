@@ -117,10 +117,16 @@ class RequestGuard:
         path: str = scope["path"]
         try:
             _check_path_and_query(path, scope.get("query_string", b""))
-            if path.startswith("/v1/") and _routed(scope):
+            if path.startswith("/v1/"):
                 scope.setdefault("state", {})["principal"] = await self._authenticate(
                     scope, headers
                 )
+        except Unauthorized as exc:
+            if _routed(scope):
+                await refuse(error_problem(exc, path))
+            else:  # no such route: a 404 (the router answers it without reading a body)
+                await self.app(scope, receive, send)
+            return
         except AbstatsError as exc:
             await refuse(error_problem(exc, path))
             return
@@ -200,7 +206,8 @@ class RequestGuard:
 
 
 def _routed(scope: Scope) -> bool:
-    """True when a route of the app serves this path (any method): unknown paths stay 404s."""
+    """True when a route of the app serves this path (any method): unknown paths stay 404s.
+    Only asked for refused requests, so the hot paths do not pay for the route matching."""
     app = scope.get("app")
     if not isinstance(app, FastAPI):
         return True

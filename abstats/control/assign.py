@@ -25,7 +25,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -43,7 +42,6 @@ from abstats.logging import get_logger
 # under the old weights for long (the SRM check compares them with the weight history by time).
 CONFIG_TTL_SECONDS = 1.5
 CONFIG_MAX_AGE_SECONDS = 2.0
-V = TypeVar("V")
 _TWO_64 = float(2**64)
 _log = get_logger(__name__)
 

@@ -135,7 +135,7 @@ def lookup(session: Session, secret_digest: str, *, touch: bool = False) -> Prin
     return Principal(key_id=row.id, scope=row.scope)
 
 
-def authenticate(session: Session, secret: str, *, cached: bool = True) -> Principal | None:
+def authenticate(session: Session, secret: str) -> Principal | None:
     """The key's principal, or None (a blocking lookup; the API uses ``principal_cache``)."""
     if not well_formed(secret):
         return None
