@@ -12,6 +12,7 @@ from abstats.cli import db as _db  # noqa: F401
 from abstats.cli import demo as _demo  # noqa: F401
 from abstats.cli import ingest as _ingest  # noqa: F401
 from abstats.cli import keys as _keys  # noqa: F401
+from abstats.cli import plan as _plan  # noqa: F401
 from abstats.cli import report as _report  # noqa: F401
 from abstats.cli import scheduler as _scheduler  # noqa: F401
 from abstats.cli import serve as _serve  # noqa: F401

@@ -135,6 +135,18 @@ class Gates(_Model):
         return self.min_units_met and self.min_events_met and self.min_runtime_met
 
 
+class PlanProgress(_Model):
+    """Progress of one primary metric toward its planned sample (``abstats.engine.plan``)."""
+
+    metric: str
+    units_per_variant: int = Field(description="The smallest variant's units so far.")
+    planned_units_per_variant: int | None = Field(
+        description="The policy's max_units_per_variant, else the plan for the policy's mde "
+        "from the control's observed value (None while it cannot support one)."
+    )
+    source: Literal["policy", "observed_control"]
+
+
 class SnapshotResult(_Model):
     experiment: str
     cutoff: datetime
@@ -163,6 +175,10 @@ class SnapshotResult(_Model):
         default=1,
         description="Tests that can roll back (guardrails x treatments, + primaries x treatments "
         "when on_primary_worse): each runs at alpha / rollback_tests",
+    )
+    progress: list[PlanProgress] = Field(
+        default_factory=list,
+        description="Every primary metric's progress toward its planned sample",
     )
     recommendation: str = Field(
         default="keep running", description="What the statistics alone suggest"

@@ -18,12 +18,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from abstats.engine.plan import planned_units
 from abstats.engine.rules import ExperimentState, recommend, rollback_tests
 from abstats.engine.snapshot import (
     Comparison,
     DriftCheck,
     Gates,
     MetricResult,
+    PlanProgress,
     SnapshotResult,
     SrmResult,
     VariantValue,
@@ -192,6 +194,7 @@ def summarize(spec: ExperimentSpec, data: Aggregates, state: ExperimentState) ->
         gates=gates,
         rollback_tests=family,
         metrics=results,
+        progress=[_progress(spec, m) for m in results if m.role == "primary"],
         srm=srm,
         drift=list(data.drift),
         sequential_state={
@@ -218,6 +221,41 @@ def _gates(spec: ExperimentSpec, data: Aggregates) -> Gates:
         units_per_variant=units,
         primary_events_per_variant=primary_events,
         runtime_seconds=max(runtime, 0.0),
+    )
+
+
+def _progress(spec: ExperimentSpec, metric: MetricResult) -> PlanProgress:
+    """How far a primary metric is from its planned sample: the policy's horizon when it has
+    one, else the plan for the policy's mde from the control's observed value and per-unit sd
+    (``sd = std_error * sqrt(units)``, which holds for every kind's estimator)."""
+    policy = spec.policy
+    active = [v for v in spec.variants if v not in spec.retired]
+    have = min((metric.variants[v].units for v in active if v in metric.variants), default=0)
+    if policy.max_units_per_variant is not None:
+        return PlanProgress(
+            metric=metric.metric,
+            units_per_variant=have,
+            planned_units_per_variant=policy.max_units_per_variant,
+            source="policy",
+        )
+    control = metric.variants.get(spec.control)
+    sd = None
+    if control is not None and control.std_error is not None and control.units > 1:
+        sd = control.std_error * math.sqrt(control.units)
+    planned = planned_units(
+        kind=metric.kind,
+        control_value=control.value if control is not None and control.units > 1 else None,
+        control_sd=sd,
+        mde=policy.mde_amount,
+        alpha=policy.alpha,
+        inference=policy.inference,
+        candidates=max(len(active) - 1, 1),
+    )
+    return PlanProgress(
+        metric=metric.metric,
+        units_per_variant=have,
+        planned_units_per_variant=planned,
+        source="observed_control",
     )
 
 

@@ -377,6 +377,27 @@ def _checks(snap: SnapshotResult, now: datetime, status: str) -> list[Check]:
             ),
         )
     )
+    if snap.progress:
+        reached = all(
+            p.planned_units_per_variant is not None
+            and p.units_per_variant >= p.planned_units_per_variant
+            for p in snap.progress
+        )
+        checks.append(
+            Check(
+                "Planned sample",
+                True if reached else None,
+                "; ".join(
+                    words.plan_progress(
+                        p.metric,
+                        p.units_per_variant,
+                        p.planned_units_per_variant,
+                        snap.runtime_seconds,
+                    )
+                    for p in snap.progress
+                ),
+            )
+        )
     return checks
 
 

@@ -53,7 +53,9 @@ Per-arm estimates
     Woodruff).
 
 Planning and allocation
-    ``required_units_per_arm``, ``sample_size_per_arm``, ``fixed_power``, ``sequential_power``;
+    ``required_units_per_arm``, ``sample_size_per_arm``, ``fixed_power``, ``sequential_power``,
+    ``sequential_units_per_arm`` (with ``required_drift``, the planned sample of a sequential
+    design);
     ``thompson_allocation``.
 
 Reference implementations (tested against statsmodels and scipy)
@@ -103,9 +105,11 @@ from abstats.stats._multiplicity import benjamini_hochberg, holm
 from abstats.stats._power import (
     MetricKind,
     fixed_power,
+    required_drift,
     required_units_per_arm,
     sample_size_per_arm,
     sequential_power,
+    sequential_units_per_arm,
 )
 from abstats.stats._quantile import QuantileEstimate, clustered_quantile
 from abstats.stats._results import (
@@ -198,9 +202,11 @@ __all__ = [
     "newcombe_interval",
     "optimal_mixing_ratio",
     "psi",
+    "required_drift",
     "required_units_per_arm",
     "sample_size_per_arm",
     "sequential_power",
+    "sequential_units_per_arm",
     "spending_boundaries",
     "srm_check",
     "srm_check_epochs",
