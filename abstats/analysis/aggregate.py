@@ -30,8 +30,11 @@ from abstats.analysis.rollup import (
     OUTCOME_SUMS,
     SCORE_BINS,
     UNIT_SUMS,
+    WINDOW_BIN_SECONDS,
+    WINDOW_SUMS,
     classification_key,
     ratio_key,
+    window_key,
 )
 from abstats.stats import (
     BinnedScores,
@@ -68,6 +71,7 @@ def _cells(
         "outcome": OUTCOME_SUMS,
         "class": CLASS_SUMS,
         "latency": LATENCY_SUMS,
+        "window": WINDOW_SUMS,
     }[family]
     rows = session.execute(
         text(
@@ -321,6 +325,38 @@ def _outcome_cells_scan(
         )
         for r in rows
     }
+
+
+def window_cells(
+    session: Session, experiment_id: int, name: str, seconds: int, cutoff: datetime
+) -> tuple[dict[Cell, OutcomeCell], dict[int, int]]:
+    """Per-unit sums of ``name`` within ``seconds`` of each unit's first exposure, over the units
+    whose window has closed by ``cutoff``; and the units still pending, per variant id.
+
+    The cells are binned by the hour of the first exposure: an hour counts once every unit of it
+    has had its whole window (``hour end + window <= cutoff``), so a unit waits at most an hour
+    longer than its own window. Which units count depends only on when they were first exposed,
+    never on their outcomes."""
+    closed_before = cutoff.timestamp() - seconds
+    cells: dict[Cell, list[Decimal]] = {}  # exact sums: the same bits in any row order
+    pending: dict[int, int] = {}
+    for (vid, epoch, hour), s in _cells(
+        session, experiment_id, "window", window_key(name, seconds)
+    ).items():
+        if (hour + 1) * WINDOW_BIN_SECONDS > closed_before:
+            pending[vid] = pending.get(vid, 0) + int(s["units"])
+            continue
+        acc = cells.setdefault((vid, epoch), [Decimal(0)] * len(WINDOW_SUMS))
+        for i, field in enumerate(WINDOW_SUMS):
+            acc[i] += s[field]
+    return {
+        cell: OutcomeCell(
+            ProportionStats(int(a[0]), int(a[2])),
+            MeanStats(int(a[0]), _f(a[3]), _f(a[4])),
+            int(a[1]),
+        )
+        for cell, a in cells.items()
+    }, pending
 
 
 def ratio_cells(

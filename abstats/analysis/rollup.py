@@ -141,6 +141,10 @@ CLASS_SUMS = (
     "log_loss_cross",
 )
 LATENCY_SUMS = ("requests", "square_increment", "cross_increment")
+# attribution windows: over every unit of a (variant, epoch, hour of first exposure), with the
+# unit's sum of the outcome within its window (0 without one)
+WINDOW_SUMS = ("units", "with_outcome", "positive", "value", "value_sq")
+WINDOW_BIN_SECONDS = 3600
 
 # Products of counts are bigint (exact; they overflow with an error only beyond ~3e9 requests
 # of one unit), sums of them numeric; products of NUMERIC sums are NUMERIC.
@@ -186,7 +190,14 @@ _LATENCY_SQL = (
 )
 assert len(_UNIT_SQL) == len(UNIT_SUMS) and len(_OUTCOME_SQL) == len(OUTCOME_SUMS)
 assert len(_RATIO_SQL) == len(RATIO_SUMS) and len(_CLASS_SQL) == len(CLASS_SUMS)
-assert len(_LATENCY_SQL) == len(LATENCY_SUMS)
+_WINDOW_SQL = (
+    "count(*)",
+    "count(w.unit_id)",
+    "count(*) FILTER (WHERE w.positive)",
+    "coalesce(sum(w.value_sum), 0)",
+    "coalesce(sum(w.value_sum * w.value_sum), 0)",
+)
+assert len(_LATENCY_SQL) == len(LATENCY_SUMS) and len(_WINDOW_SQL) == len(WINDOW_SUMS)
 
 
 def ratio_key(numerator: str, denominator: str) -> str:
@@ -198,6 +209,11 @@ def classification_key(label: str, threshold: float) -> str:
     return json.dumps([label, float(threshold)])
 
 
+def window_key(name: str, seconds: int) -> str:
+    """``analysis_cell.key`` of an outcome within an attribution window."""
+    return json.dumps([name, int(seconds)])
+
+
 @dataclass(frozen=True)
 class RollupPlan:
     """What the experiment's metrics need rolled up beyond units and prediction sums."""
@@ -207,6 +223,7 @@ class RollupPlan:
     auc_labels: tuple[str, ...] = ()
     latency_quantiles: bool = False
     ratio_pairs: tuple[tuple[str, str], ...] = ()  # (numerator, denominator)
+    windows: tuple[tuple[str, int], ...] = ()  # (outcome, attribution window in seconds)
 
     @classmethod
     def from_metrics(cls, metrics: list[MetricSpec]) -> RollupPlan:
@@ -214,10 +231,13 @@ class RollupPlan:
         classification: set[tuple[str, float]] = set()
         auc: set[str] = set()
         ratios: set[tuple[str, str]] = set()
+        windows: set[tuple[str, int]] = set()
         quantiles = False
         for metric in metrics:
             if metric.kind in ("proportion", "mean") and metric.outcome:
                 outcomes.add(metric.outcome)
+                if metric.window_seconds is not None:
+                    windows.add((metric.outcome, metric.window_seconds))
             elif metric.kind == "ratio" and metric.numerator and metric.denominator:
                 outcomes.update((metric.numerator, metric.denominator))
                 ratios.add((metric.numerator, metric.denominator))
@@ -234,6 +254,7 @@ class RollupPlan:
             tuple(sorted(auc)),
             quantiles,
             tuple(sorted(ratios)),
+            tuple(sorted(windows)),
         )
 
     @property
@@ -508,6 +529,9 @@ def _fold_and_sum(
         )
         rows["unit_outcomes"] = outcome_rows
         max_ts.append(outcome_ts)
+    if plan.windows and (rows.get("touched") or not by_delta):
+        # after the units and outcomes: a window starts at the unit's (possibly new) first ts
+        rows["windows"] = _refold_windows(session, params, plan, touched=by_delta)
     if plan.labels and (p_hi > previous.prediction_id or o_hi > previous.outcome_id):
         rows.update(
             # a pair needs a folded prediction and a folded label
@@ -552,6 +576,7 @@ def _fold_and_sum(
 _ROW_TABLES = {
     "units": "analysis_unit",
     "unit_outcomes": "analysis_unit_outcome",
+    "windows": "analysis_unit_window",
     "latency": "analysis_unit_latency",
     "classification": "analysis_unit_classification",
     "auc": "analysis_score_bin",
@@ -591,6 +616,7 @@ def clear_rollups(session: Session, experiment_id: int) -> None:
 ROLLUP_TABLES = {
     "analysis_unit": "unit_id",
     "analysis_unit_outcome": "name, unit_id",
+    "analysis_unit_window": "name, window_seconds, unit_id",
     "analysis_unit_classification": "label, threshold, unit_id",
     "analysis_score_bin": "label, variant_id, bin",
     "analysis_unit_latency": "unit_id",
@@ -715,6 +741,16 @@ def _sum_cells(
             f"JOIN analysis_unit_classification c ON c.experiment_id = :e AND c.label = :cl{i} "
             f"AND c.threshold = :ct{i} AND c.unit_id = u.unit_id GROUP BY u.variant_id, u.epoch"
         )
+    for i, (name, seconds) in enumerate(plan.windows):
+        params.update({f"wk{i}": window_key(name, seconds), f"wn{i}": name, f"ws{i}": seconds})
+        families.append(
+            f"SELECT 'window', CAST(:wk{i} AS text), u.variant_id, u.epoch, "
+            f"floor(extract(epoch FROM u.first_ts) / {WINDOW_BIN_SECONDS})::int AS hour, "
+            f"{_array(_WINDOW_SQL)} FROM u "
+            f"LEFT JOIN analysis_unit_window w ON w.experiment_id = :e AND w.name = :wn{i} "
+            f"AND w.window_seconds = :ws{i} AND w.unit_id = u.unit_id "
+            "GROUP BY u.variant_id, u.epoch, hour"
+        )
     if plan.latency_quantiles:
         # per bin of a unit's histogram: its requests c, the unit's requests at or below it L
         # and in all N -> c (2L - c) and c N (see abstats.stats.ClusteredHistogram)
@@ -733,7 +769,7 @@ def _sum_cells(
         )
     sql = f"""
     WITH u AS MATERIALIZED (
-      SELECT a.unit_id, a.variant_id,
+      SELECT a.unit_id, a.variant_id, a.first_ts,
              greatest(width_bucket(a.first_ts, CAST(:starts AS timestamptz[])), 1) - 1 AS epoch,
              a.mixed, a.requests, a.errors, a.latency_n, a.latency_sum
       {scope}
@@ -759,6 +795,54 @@ def _unpack(alias: str) -> str:
     """``unnest`` of a latency histogram row ``alias`` as (bin, at or below, below)."""
     cum = f"{alias}.at_or_below"
     return f"unnest({alias}.bins, {cum}, array_prepend(0::bigint, {cum}[1:cardinality({cum}) - 1]))"
+
+
+def _refold_windows(
+    session: Session, params: dict[str, object], plan: RollupPlan, *, touched: bool
+) -> int:
+    """Recompute the windowed outcome sums of the touched units (or of every unit) from their
+    outcome events up to the watermark: values stamped in ``[first_ts, first_ts + window)``. A
+    recomputation, not a fold: a late exposure that moves a unit's first exposure earlier moves
+    its window (one index range scan on ``outcome (experiment_id, unit_id)`` per unit)."""
+    if touched:
+        units = (
+            "analysis_touched t JOIN analysis_unit a "
+            "ON a.experiment_id = :e AND a.unit_id = t.unit_id"
+        )
+        forget = (
+            "DELETE FROM analysis_unit_window w USING analysis_touched t "
+            "WHERE w.experiment_id = :e AND w.name = :name AND w.window_seconds = :seconds "
+            "AND w.unit_id = t.unit_id"
+        )
+    else:
+        units = "analysis_unit a"
+        forget = (
+            "DELETE FROM analysis_unit_window WHERE experiment_id = :e AND name = :name "
+            "AND window_seconds = :seconds"
+        )
+    refold = f"""
+    WITH ins AS (
+      INSERT INTO analysis_unit_window
+        (experiment_id, name, window_seconds, unit_id, value_sum, value_count, positive)
+      SELECT :e, :name, :seconds, a.unit_id, coalesce(sum(o.value::numeric), 0), count(*),
+             coalesce(bool_or(o.value > 0), false)
+      FROM {units}
+      JOIN outcome o
+        ON o.experiment_id = :e AND o.unit_id = a.unit_id AND o.name = :name AND o.id <= :o_hi
+       AND o.ts >= a.first_ts AND o.ts < a.first_ts + make_interval(secs => :seconds)
+      WHERE a.experiment_id = :e
+      GROUP BY a.unit_id
+      ORDER BY a.unit_id
+      RETURNING 1
+    )
+    SELECT count(*) FROM ins
+    """
+    written = 0
+    for name, seconds in plan.windows:
+        values = {**params, "name": name, "seconds": seconds}
+        session.execute(text(forget), values)
+        written += int(session.execute(text(refold), values).scalar_one())
+    return written
 
 
 # --- folds: new events into the per-unit rows -------------------------------------------------------

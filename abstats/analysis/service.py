@@ -202,7 +202,8 @@ def compute_result(
         mixed_units=mixed,
         first_seen=aggregate.first_unit_seen(session, experiment.id) if units else None,
         metrics={
-            m.key: _metric_data(session, experiment.id, m, units, key_of) for m in spec.metrics
+            m.key: _metric_data(session, experiment.id, m, units, key_of, cutoff)
+            for m in spec.metrics
         },
         drift=latest_drift(session, experiment.id),
         previous_state=dict(previous.result.get("sequential_state", {})) if previous else {},
@@ -246,6 +247,7 @@ def _metric_data(
     metric: MetricSpec,
     units: dict[Cell, aggregate.UnitCell],
     key_of: dict[int, str],
+    cutoff: datetime,
 ) -> MetricData:
     """Sufficient statistics per variant and epoch, and the metric's events per variant."""
     arms: Arms = {}
@@ -259,6 +261,18 @@ def _metric_data(
         events[variant] = events.get(variant, 0) + n_events
 
     e = experiment_id
+    if metric.kind in ("proportion", "mean") and metric.window_seconds is not None:
+        assert metric.outcome is not None
+        windowed, waiting = aggregate.window_cells(
+            session, e, metric.outcome, metric.window_seconds, cutoff
+        )
+        for cell, oc in windowed.items():
+            if metric.kind == "proportion":
+                put(cell, oc.proportion, oc.proportion.successes)
+            else:
+                put(cell, oc.mean, oc.units_with_outcome)
+        pending = {key_of[vid]: n for vid, n in waiting.items() if vid in key_of}
+        return MetricData(arms, events, pending)
     if metric.kind in ("proportion", "mean"):
         assert metric.outcome is not None
         cap = None

@@ -91,6 +91,13 @@ class MetricResult(_Model):
     direction: Literal["increase", "decrease"] | None
     variants: dict[str, VariantValue]
     comparisons: list[Comparison]
+    window: str | None = Field(
+        default=None, description="Attribution window: outcomes count only this long after exposure"
+    )
+    pending_units: dict[str, int] = Field(
+        default_factory=dict,
+        description="Attribution window: units per variant left out until their window closes",
+    )
 
 
 class SrmResult(_Model):

@@ -95,6 +95,22 @@ class MetricSpec(BaseModel):
     )
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     statistic: LatencyStatistic | None = None
+    window: str | float | None = Field(
+        default=None,
+        description="proportion, mean: count only outcomes within this long after the unit's "
+        "first exposure ('7d'); units whose window has not closed by the cut-off wait",
+    )
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, v: str | float | None) -> str | float | None:
+        if v is not None:
+            seconds = parse_duration(v)
+            if not 3600 <= seconds <= 366 * 86400:
+                raise ValueError("window must be between 1h and 366d, e.g. '7d'")
+            if seconds != int(seconds):
+                raise ValueError("window must be a whole number of seconds")
+        return v
 
     @field_validator("margin")
     @classmethod
@@ -118,6 +134,12 @@ class MetricSpec(BaseModel):
         missing = [f for f in need[self.kind] if getattr(self, f) is None]
         if missing:
             raise ValueError(f"a {self.kind} metric needs {' and '.join(missing)}")
+        if self.window is not None and self.kind not in ("proportion", "mean"):
+            raise ValueError(
+                f"window applies to proportion and mean metrics, not to {self.kind} metrics"
+            )
+        if self.window is not None and self.winsorize is not None:
+            raise ValueError("window and winsorize cannot be combined yet: drop one of them")
         if self.role == "guardrail" and self.effective_direction is None:
             raise ValueError("a guardrail needs a direction: 'increase' or 'decrease' is good")
         if self.role == "guardrail" and self.margin is None:
@@ -137,6 +159,11 @@ class MetricSpec(BaseModel):
         if self.kind == "classification":
             return "increase"
         return None
+
+    @cached_property
+    def window_seconds(self) -> int | None:
+        """The attribution window in whole seconds, or None."""
+        return None if self.window is None else int(parse_duration(self.window))
 
     @cached_property
     def margin_amount(self) -> Amount | None:

@@ -74,6 +74,8 @@ class MetricData:
 
     arms: Arms
     events: Mapping[str, int]
+    # attribution windows: units left out because their window has not closed, per variant
+    pending: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -156,10 +158,16 @@ def summarize(spec: ExperimentSpec, data: Aggregates, state: ExperimentState) ->
                 role=metric.role,
                 direction=metric.effective_direction,
                 variants={
-                    v: variant_value(metric, metric_data.arms.get(v, {}), data.units.get(v, 0))
+                    v: variant_value(
+                        metric,
+                        metric_data.arms.get(v, {}),
+                        data.units.get(v, 0) - metric_data.pending.get(v, 0),
+                    )
                     for v in spec.variants
                 },
                 comparisons=comparisons,
+                window=None if metric.window is None else str(metric.window),
+                pending_units={v: n for v, n in metric_data.pending.items() if n},
             )
         )
     holm_primaries(results, policy.alpha)

@@ -343,3 +343,14 @@ def plan_step(candidate_share: float, days_held: float, control: int, per_candid
         f"candidate share {share(candidate_share)}: {days(days_held)}, control {control:,} "
         f"units, each candidate {per_candidate:,}"
     )
+
+
+def window_pending(metric: str, window: str, pending: Mapping[str, int]) -> str:
+    """``conversion (window 7d): 1,234 units wait for their window to close (v1 800, v2 434)``."""
+    waiting = sum(pending.values())
+    if not waiting:
+        return f"{metric} (window {window}): every unit's window has closed"
+    return (
+        f"{metric} (window {window}): {waiting:,} units wait for their window to close "
+        f"({counts(pending)})"
+    )

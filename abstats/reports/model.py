@@ -377,6 +377,18 @@ def _checks(snap: SnapshotResult, now: datetime, status: str) -> list[Check]:
             ),
         )
     )
+    windowed = [m for m in snap.metrics if m.window is not None]
+    if windowed:
+        checks.append(
+            Check(
+                "Attribution windows",
+                None,
+                "; ".join(
+                    words.window_pending(m.metric, m.window or "", m.pending_units)
+                    for m in windowed
+                ),
+            )
+        )
     if snap.progress:
         reached = all(
             p.planned_units_per_variant is not None
