@@ -32,6 +32,11 @@ Comparison
     ``compare(ProportionStats(15000, 0), ProportionStats(15000, 0), design=..., alternative="less",
     relative=False, margin=0.01, margin_relative=False).non_inferior is True``.
 
+Covariate adjustment (CUPED)
+    ``CovariateStats(n, sum_y, sum_y2, sum_x, sum_x2, sum_xy)`` per (arm, stratum);
+    ``cuped(strata) -> CupedAdjustment(theta, mean_x, variance_reduction, strata)``: one pooled
+    ``theta``, the adjusted outcomes as ``MeanStats`` strata for ``compare_stratified``.
+
 Sequential inference
     Mixture SPRT (Johari et al. 2017; Howard et al. 2021): ``always_valid_p_value``,
     ``confidence_sequence``, ``tuned_mixing_variance``, ``optimal_mixing_ratio``; with a planned
@@ -77,6 +82,7 @@ from abstats.stats._always_valid import (
 from abstats.stats._bandit import thompson_allocation
 from abstats.stats._classification import AucEstimate, auc_delong, auc_difference_test
 from abstats.stats._compare import ArmStats, Weighting, compare, compare_stratified
+from abstats.stats._cuped import CovariateStats, CupedAdjustment, cuped
 from abstats.stats._design import (
     Alternative,
     InferenceDesign,
@@ -153,6 +159,8 @@ __all__ = [
     "ClusteredHistogram",
     "ComparisonResult",
     "ConfusionStats",
+    "CovariateStats",
+    "CupedAdjustment",
     "DriftResult",
     "EpochCounts",
     "Estimate",
@@ -186,6 +194,7 @@ __all__ = [
     "compare_stratified",
     "confidence_sequence",
     "crossing_probability",
+    "cuped",
     "drift_check",
     "estimate",
     "expected_counts",
