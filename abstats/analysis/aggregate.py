@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from abstats.analysis.rollup import (
     CLASS_SUMS,
+    CUPED_SUMS,
     LATENCY_EDGES,
     LATENCY_SUMS,
     OUTCOME_SUMS,
@@ -33,6 +34,7 @@ from abstats.analysis.rollup import (
     WINDOW_BIN_SECONDS,
     WINDOW_SUMS,
     classification_key,
+    cuped_key,
     ratio_key,
     window_key,
 )
@@ -40,6 +42,7 @@ from abstats.stats import (
     BinnedScores,
     ClusteredHistogram,
     ConfusionStats,
+    CovariateStats,
     MeanStats,
     ProportionStats,
     RatioStats,
@@ -72,6 +75,7 @@ def _cells(
         "class": CLASS_SUMS,
         "latency": LATENCY_SUMS,
         "window": WINDOW_SUMS,
+        "cuped": CUPED_SUMS,
     }[family]
     rows = session.execute(
         text(
@@ -357,6 +361,26 @@ def window_cells(
         )
         for cell, a in cells.items()
     }, pending
+
+
+def cuped_cells(
+    session: Session, experiment_id: int, name: str, lookback: int, *, proportion: bool
+) -> dict[Cell, CovariateStats]:
+    """Per cell, the units' outcome ``y`` (its sum, or for a proportion whether any value was
+    > 0) and covariate ``x`` (the outcome's sum over ``lookback`` seconds before the first
+    exposure): the sums :func:`abstats.stats.cuped` needs."""
+    cells: dict[Cell, CovariateStats] = {}
+    for (vid, epoch, _), s in _cells(
+        session, experiment_id, "cuped", cuped_key(name, lookback)
+    ).items():
+        if proportion:  # y is 0/1: y^2 = y, x y = x over the positive units
+            y, y2, xy = s["positive"], s["positive"], s["x_positive"]
+        else:
+            y, y2, xy = s["y"], s["y2"], s["xy"]
+        cells[(vid, epoch)] = CovariateStats(
+            int(s["units"]), _f(y), _f(y2), _f(s["x"]), _f(s["x2"]), _f(xy)
+        )
+    return cells
 
 
 def ratio_cells(

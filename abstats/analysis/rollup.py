@@ -145,6 +145,9 @@ LATENCY_SUMS = ("requests", "square_increment", "cross_increment")
 # unit's sum of the outcome within its window (0 without one)
 WINDOW_SUMS = ("units", "with_outcome", "positive", "value", "value_sq")
 WINDOW_BIN_SECONDS = 3600
+# covariate adjustment: y = the unit's outcome (its sum; positive: any value > 0), x = its sum of
+# the same outcome over the lookback before its first exposure (0 without one)
+CUPED_SUMS = ("units", "y", "y2", "positive", "x", "x2", "xy", "x_positive")
 
 # Products of counts are bigint (exact; they overflow with an error only beyond ~3e9 requests
 # of one unit), sums of them numeric; products of NUMERIC sums are NUMERIC.
@@ -197,7 +200,18 @@ _WINDOW_SQL = (
     "coalesce(sum(w.value_sum), 0)",
     "coalesce(sum(w.value_sum * w.value_sum), 0)",
 )
+_CUPED_SQL = (
+    "count(*)",
+    "coalesce(sum(y.value_sum), 0)",
+    "coalesce(sum(y.value_sum * y.value_sum), 0)",
+    "count(*) FILTER (WHERE y.positive)",
+    "coalesce(sum(x.value_sum), 0)",
+    "coalesce(sum(x.value_sum * x.value_sum), 0)",
+    "coalesce(sum(x.value_sum * y.value_sum), 0)",
+    "coalesce(sum(x.value_sum) FILTER (WHERE y.positive), 0)",
+)
 assert len(_LATENCY_SQL) == len(LATENCY_SUMS) and len(_WINDOW_SQL) == len(WINDOW_SUMS)
+assert len(_CUPED_SQL) == len(CUPED_SUMS)
 
 
 def ratio_key(numerator: str, denominator: str) -> str:
@@ -207,6 +221,12 @@ def ratio_key(numerator: str, denominator: str) -> str:
 
 def classification_key(label: str, threshold: float) -> str:
     return json.dumps([label, float(threshold)])
+
+
+def cuped_key(name: str, lookback: int) -> str:
+    """``analysis_cell.key`` of an outcome adjusted for its value over ``lookback`` seconds
+    before the first exposure."""
+    return json.dumps([name, int(lookback)])
 
 
 def window_key(name: str, seconds: int) -> str:
@@ -224,6 +244,7 @@ class RollupPlan:
     latency_quantiles: bool = False
     ratio_pairs: tuple[tuple[str, str], ...] = ()  # (numerator, denominator)
     windows: tuple[tuple[str, int], ...] = ()  # (outcome, attribution window in seconds)
+    covariates: tuple[tuple[str, int], ...] = ()  # (outcome, lookback in seconds): CUPED
 
     @classmethod
     def from_metrics(cls, metrics: list[MetricSpec]) -> RollupPlan:
@@ -232,12 +253,15 @@ class RollupPlan:
         auc: set[str] = set()
         ratios: set[tuple[str, str]] = set()
         windows: set[tuple[str, int]] = set()
+        covariates: set[tuple[str, int]] = set()
         quantiles = False
         for metric in metrics:
             if metric.kind in ("proportion", "mean") and metric.outcome:
                 outcomes.add(metric.outcome)
                 if metric.window_seconds is not None:
                     windows.add((metric.outcome, metric.window_seconds))
+                if metric.lookback_seconds is not None:
+                    covariates.add((metric.outcome, metric.lookback_seconds))
             elif metric.kind == "ratio" and metric.numerator and metric.denominator:
                 outcomes.update((metric.numerator, metric.denominator))
                 ratios.add((metric.numerator, metric.denominator))
@@ -255,7 +279,14 @@ class RollupPlan:
             quantiles,
             tuple(sorted(ratios)),
             tuple(sorted(windows)),
+            tuple(sorted(covariates)),
         )
+
+    @property
+    def unit_windows(self) -> tuple[tuple[str, int], ...]:
+        """Per-unit windowed sums to keep: attribution windows after the first exposure
+        (positive seconds) and covariate lookbacks before it (negative seconds)."""
+        return self.windows + tuple((name, -lookback) for name, lookback in self.covariates)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -529,7 +560,7 @@ def _fold_and_sum(
         )
         rows["unit_outcomes"] = outcome_rows
         max_ts.append(outcome_ts)
-    if plan.windows and (rows.get("touched") or not by_delta):
+    if plan.unit_windows and (rows.get("touched") or not by_delta):
         # after the units and outcomes: a window starts at the unit's (possibly new) first ts
         rows["windows"] = _refold_windows(session, params, plan, touched=by_delta)
     if plan.labels and (p_hi > previous.prediction_id or o_hi > previous.outcome_id):
@@ -751,6 +782,17 @@ def _sum_cells(
             f"AND w.window_seconds = :ws{i} AND w.unit_id = u.unit_id "
             "GROUP BY u.variant_id, u.epoch, hour"
         )
+    for i, (name, lookback) in enumerate(plan.covariates):
+        params.update({f"xk{i}": cuped_key(name, lookback), f"xn{i}": name, f"xs{i}": -lookback})
+        families.append(
+            f"SELECT 'cuped', CAST(:xk{i} AS text), u.variant_id, u.epoch, 0, "
+            f"{_array(_CUPED_SQL)} FROM u "
+            f"LEFT JOIN analysis_unit_outcome y ON y.experiment_id = :e AND y.name = :xn{i} "
+            "AND y.unit_id = u.unit_id "
+            f"LEFT JOIN analysis_unit_window x ON x.experiment_id = :e AND x.name = :xn{i} "
+            f"AND x.window_seconds = :xs{i} AND x.unit_id = u.unit_id "
+            "GROUP BY u.variant_id, u.epoch"
+        )
     if plan.latency_quantiles:
         # per bin of a unit's histogram: its requests c, the unit's requests at or below it L
         # and in all N -> c (2L - c) and c N (see abstats.stats.ClusteredHistogram)
@@ -801,7 +843,8 @@ def _refold_windows(
     session: Session, params: dict[str, object], plan: RollupPlan, *, touched: bool
 ) -> int:
     """Recompute the windowed outcome sums of the touched units (or of every unit) from their
-    outcome events up to the watermark: values stamped in ``[first_ts, first_ts + window)``. A
+    outcome events up to the watermark: values stamped in ``[first_ts, first_ts + window)``, or
+    for a covariate's lookback (negative seconds) in ``[first_ts - lookback, first_ts)``. A
     recomputation, not a fold: a late exposure that moves a unit's first exposure earlier moves
     its window (one index range scan on ``outcome (experiment_id, unit_id)`` per unit)."""
     if touched:
@@ -829,7 +872,8 @@ def _refold_windows(
       FROM {units}
       JOIN outcome o
         ON o.experiment_id = :e AND o.unit_id = a.unit_id AND o.name = :name AND o.id <= :o_hi
-       AND o.ts >= a.first_ts AND o.ts < a.first_ts + make_interval(secs => :seconds)
+       AND o.ts >= a.first_ts + make_interval(secs => least(:seconds, 0))
+       AND o.ts < a.first_ts + make_interval(secs => greatest(:seconds, 0))
       WHERE a.experiment_id = :e
       GROUP BY a.unit_id
       ORDER BY a.unit_id
@@ -838,7 +882,7 @@ def _refold_windows(
     SELECT count(*) FROM ins
     """
     written = 0
-    for name, seconds in plan.windows:
+    for name, seconds in plan.unit_windows:
         values = {**params, "name": name, "seconds": seconds}
         session.execute(text(forget), values)
         written += int(session.execute(text(refold), values).scalar_one())

@@ -34,7 +34,7 @@ from abstats.errors import Conflict
 from abstats.experiments import repository
 from abstats.experiments.state import experiment_spec, experiment_state
 from abstats.logging import get_logger
-from abstats.stats import ArmStats
+from abstats.stats import ArmStats, CovariateStats
 
 log = get_logger(__name__)
 
@@ -248,6 +248,8 @@ def _metric_data(
     units: dict[Cell, aggregate.UnitCell],
     key_of: dict[int, str],
     cutoff: datetime,
+    *,
+    with_covariate: bool = True,
 ) -> MetricData:
     """Sufficient statistics per variant and epoch, and the metric's events per variant."""
     arms: Arms = {}
@@ -273,6 +275,24 @@ def _metric_data(
                 put(cell, oc.mean, oc.units_with_outcome)
         pending = {key_of[vid]: n for vid, n in waiting.items() if vid in key_of}
         return MetricData(arms, events, pending)
+    if (
+        with_covariate
+        and metric.kind in ("proportion", "mean")
+        and metric.lookback_seconds is not None
+    ):
+        assert metric.outcome is not None
+        covariates: dict[str, dict[int, CovariateStats]] = {}
+        for (vid, epoch), cs in aggregate.cuped_cells(
+            session,
+            e,
+            metric.outcome,
+            metric.lookback_seconds,
+            proportion=metric.kind == "proportion",
+        ).items():
+            if vid in key_of:
+                covariates.setdefault(key_of[vid], {})[epoch] = cs
+        plain = _metric_data(session, e, metric, units, key_of, cutoff, with_covariate=False)
+        return MetricData(plain.arms, plain.events, covariates=covariates)
     if metric.kind in ("proportion", "mean"):
         assert metric.outcome is not None
         cap = None

@@ -41,6 +41,20 @@ class VariantValue(_Model):
     ci_upper: float | None = None
 
 
+class Adjustment(_Model):
+    """Covariate adjustment (CUPED) of a comparison: the coefficient, the share of the outcome's
+    variance it removed, and the unadjusted result for comparison."""
+
+    covariate: str
+    theta: float
+    variance_reduction: float = Field(description="1 - adjusted variance / raw variance")
+    raw_absolute_effect: float | None = None
+    raw_relative_effect: float | None = None
+    raw_ci_lower: float | None = None
+    raw_ci_upper: float | None = None
+    raw_p_value: float | None = None
+
+
 class Comparison(_Model):
     """A treatment variant against the control on one metric."""
 
@@ -76,6 +90,9 @@ class Comparison(_Model):
     )
     margin: Amount | None = None
     inference: str = "always_valid"
+    adjustment: Adjustment | None = Field(
+        default=None, description="Covariate adjustment: the effect above is the adjusted one"
+    )
 
     @field_validator("margin", mode="before")
     @classmethod

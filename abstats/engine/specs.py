@@ -101,6 +101,23 @@ class MetricSpec(BaseModel):
         "first exposure ('7d'); units whose window has not closed by the cut-off wait",
     )
 
+    covariate: Literal["pre_exposure"] | None = Field(
+        default=None,
+        description="proportion, mean: adjust for the unit's value of the same outcome before its "
+        "first exposure (CUPED)",
+    )
+    lookback: str | float = Field(
+        default="14d", description="covariate: how far before the first exposure to look ('14d')"
+    )
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback(cls, v: str | float) -> str | float:
+        seconds = parse_duration(v)
+        if not 3600 <= seconds <= 366 * 86400 or seconds != int(seconds):
+            raise ValueError("lookback must be a whole number of seconds between 1h and 366d")
+        return v
+
     @field_validator("window")
     @classmethod
     def _window(cls, v: str | float | None) -> str | float | None:
@@ -138,6 +155,14 @@ class MetricSpec(BaseModel):
             raise ValueError(
                 f"window applies to proportion and mean metrics, not to {self.kind} metrics"
             )
+        if self.covariate is not None and self.kind not in ("proportion", "mean"):
+            raise ValueError(
+                f"covariate applies to proportion and mean metrics, not to {self.kind} metrics"
+            )
+        if self.covariate is not None and (self.window is not None or self.winsorize is not None):
+            raise ValueError(
+                "covariate cannot be combined with window or winsorize yet: drop one of them"
+            )
         if self.window is not None and self.winsorize is not None:
             raise ValueError("window and winsorize cannot be combined yet: drop one of them")
         if self.role == "guardrail" and self.effective_direction is None:
@@ -164,6 +189,11 @@ class MetricSpec(BaseModel):
     def window_seconds(self) -> int | None:
         """The attribution window in whole seconds, or None."""
         return None if self.window is None else int(parse_duration(self.window))
+
+    @cached_property
+    def lookback_seconds(self) -> int | None:
+        """The covariate's lookback in whole seconds, or None without a covariate."""
+        return None if self.covariate is None else int(parse_duration(self.lookback))
 
     @cached_property
     def margin_amount(self) -> Amount | None:

@@ -21,6 +21,7 @@ from typing import Any
 from abstats.engine.plan import planned_units
 from abstats.engine.rules import ExperimentState, recommend, rollback_tests
 from abstats.engine.snapshot import (
+    Adjustment,
     Comparison,
     DriftCheck,
     Gates,
@@ -36,6 +37,8 @@ from abstats.stats import (
     BinnedScores,
     ClusteredHistogram,
     ComparisonResult,
+    CovariateStats,
+    CupedAdjustment,
     EpochCounts,
     InferenceDesign,
     MeanStats,
@@ -45,6 +48,7 @@ from abstats.stats import (
     Weighting,
     compare,
     compare_stratified,
+    cuped,
     estimate,
     holm,
     srm_check_epochs,
@@ -76,6 +80,8 @@ class MetricData:
     events: Mapping[str, int]
     # attribution windows: units left out because their window has not closed, per variant
     pending: Mapping[str, int] = field(default_factory=dict)
+    # covariate adjustment: per variant and epoch, the outcome with its pre-exposure covariate
+    covariates: Mapping[str, Mapping[int, CovariateStats]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,10 @@ def summarize(spec: ExperimentSpec, data: Aggregates, state: ExperimentState) ->
                 design,
                 prev_comparisons,
                 rollback_family=family,
+                covariates=(
+                    metric_data.covariates.get(spec.control, {}),
+                    metric_data.covariates.get(treatment, {}),
+                ),
             )
             new_comparisons.update(states)
             comparisons.append(comparison)
@@ -335,6 +345,7 @@ def _comparison(
     previous: Mapping[str, Any],
     *,
     rollback_family: int,
+    covariates: tuple[Mapping[int, CovariateStats], Mapping[int, CovariateStats]] = ({}, {}),
 ) -> tuple[Comparison, dict[str, object]]:
     """The two-sided comparison and, for a guardrail with a margin, the non-inferiority test;
     with the sequential states to carry. A guardrail's two-sided test is one of the tests that
@@ -344,6 +355,21 @@ def _comparison(
     two_sided = design
     if metric.role == "guardrail":
         two_sided = replace(design, alpha=design.alpha / rollback_family)
+    raw: ComparisonResult | None = None
+    adjustment = None
+    if metric.covariate is not None:
+        adjusted = _cuped_arms(*covariates)
+        if adjusted is not None:
+            raw_key = f"{state_key}/raw"
+            raw = compare_arms(
+                metric,
+                control_arms,
+                treatment_arms,
+                two_sided,
+                SequentialState.from_dict(previous.get(raw_key)),
+            )
+            raw_state = {raw_key: raw.state.to_dict()}
+            adjustment, control_arms, treatment_arms = adjusted
     outcome = compare_arms(
         metric,
         control_arms,
@@ -353,6 +379,18 @@ def _comparison(
     )
     comparison = to_comparison(metric, treatment, outcome)
     states: dict[str, object] = {state_key: outcome.state.to_dict()}
+    if raw is not None and adjustment is not None:
+        states.update(raw_state)
+        comparison.adjustment = Adjustment(
+            covariate=metric.covariate or "",
+            theta=adjustment.theta,
+            variance_reduction=adjustment.variance_reduction,
+            raw_absolute_effect=_finite(raw.absolute_effect),
+            raw_relative_effect=_finite(raw.relative_effect),
+            raw_ci_lower=_finite(raw.ci_lower),
+            raw_ci_upper=_finite(raw.ci_upper),
+            raw_p_value=_finite(raw.p_value),
+        )
     if metric.role == "guardrail" and metric.margin_amount is not None:
         # one-sided non-inferiority at alpha, in the metric's good direction
         ni_key = f"{state_key}/non_inferiority"
@@ -368,6 +406,22 @@ def _comparison(
         comparison.p_value_non_inferiority = _finite(ni.non_inferiority_p_value)
         states[ni_key] = ni.state.to_dict()
     return comparison, states
+
+
+def _cuped_arms(
+    control: Mapping[int, CovariateStats], treatment: Mapping[int, CovariateStats]
+) -> tuple[CupedAdjustment, dict[int, ArmStats], dict[int, ArmStats]] | None:
+    """The adjusted outcomes per epoch (:func:`abstats.stats.cuped`, one theta over the epochs
+    where both arms have units); None when there is nothing to adjust."""
+    shared = sorted(e for e in set(control) & set(treatment) if control[e].n and treatment[e].n)
+    if not shared:
+        return None
+    adjustment = cuped([(control[e], treatment[e]) for e in shared])
+    return (
+        adjustment,
+        {e: c for e, (c, _) in zip(shared, adjustment.strata, strict=True)},
+        {e: t for e, (_, t) in zip(shared, adjustment.strata, strict=True)},
+    )
 
 
 def compare_arms(

@@ -354,3 +354,18 @@ def window_pending(metric: str, window: str, pending: Mapping[str, int]) -> str:
         f"{metric} (window {window}): {waiting:,} units wait for their window to close "
         f"({counts(pending)})"
     )
+
+
+def adjustment_note(metric: str, c: Comparison) -> str:
+    """``revenue in v2: adjusted +2.1% [+0.5%, +3.7%], raw +2.4% [-0.3%, +5.1%] (pre_exposure,
+    theta 0.69, variance -48%)``."""
+    a = c.adjustment
+    if a is None:
+        return f"{metric} in {c.variant}: not adjusted"
+    raw = effect_parts(
+        c.ci_scale, a.raw_relative_effect, a.raw_absolute_effect, a.raw_ci_lower, a.raw_ci_upper
+    )
+    return (
+        f"{metric} in {c.variant}: adjusted {effect(c)}, raw {raw} ({a.covariate}, theta "
+        f"{a.theta:.3g}, variance -{a.variance_reduction:.0%})"
+    )

@@ -377,6 +377,14 @@ def _checks(snap: SnapshotResult, now: datetime, status: str) -> list[Check]:
             ),
         )
     )
+    adjusted = [
+        words.adjustment_note(m.metric, c)
+        for m in snap.metrics
+        for c in m.comparisons
+        if c.adjustment is not None
+    ]
+    if adjusted:
+        checks.append(Check("Covariate adjustment", None, "; ".join(adjusted)))
     windowed = [m for m in snap.metrics if m.window is not None]
     if windowed:
         checks.append(
