@@ -30,6 +30,7 @@ from abstats.analysis.rollup import (
     LATENCY_SUMS,
     OUTCOME_SUMS,
     SCORE_BINS,
+    SEGMENT_SUMS,
     UNIT_SUMS,
     WINDOW_BIN_SECONDS,
     WINDOW_SUMS,
@@ -381,6 +382,33 @@ def cuped_cells(
             int(s["units"]), _f(y), _f(y2), _f(s["x"]), _f(s["x2"]), _f(xy)
         )
     return cells
+
+
+def segment_cells(
+    session: Session, experiment_id: int, feature: str, name: str
+) -> dict[str, dict[Cell, OutcomeCell]]:
+    """Segment (the feature's value in each unit's first prediction, '' without) -> per cell the
+    outcome ``name`` over the segment's units (units without the outcome count as 0)."""
+    rows = session.execute(
+        text(
+            """
+            SELECT CAST(key AS jsonb) ->> 2, variant_id, epoch, sums FROM analysis_cell
+            WHERE experiment_id = :e AND family = 'segment'
+              AND CAST(key AS jsonb) ->> 0 = :feature AND CAST(key AS jsonb) ->> 1 = :name
+            """
+        ),
+        {"e": experiment_id, "feature": feature, "name": name},
+    )
+    out: dict[str, dict[Cell, OutcomeCell]] = {}
+    for segment, vid, epoch, sums in rows:
+        s = dict(zip(SEGMENT_SUMS, sums, strict=True))
+        n = int(s["units"])
+        out.setdefault(str(segment), {})[(int(vid), int(epoch))] = OutcomeCell(
+            ProportionStats(n, int(s["positive"])),
+            MeanStats(n, _f(s["value"]), _f(s["value_sq"])),
+            n,
+        )
+    return out
 
 
 def ratio_cells(

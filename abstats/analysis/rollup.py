@@ -212,6 +212,16 @@ _CUPED_SQL = (
 )
 assert len(_LATENCY_SQL) == len(LATENCY_SUMS) and len(_WINDOW_SQL) == len(WINDOW_SUMS)
 assert len(_CUPED_SQL) == len(CUPED_SUMS)
+# segments: the outcome over every unit of a (segment, variant, epoch); key [feature, outcome,
+# segment]
+SEGMENT_SUMS = ("units", "positive", "value", "value_sq")
+_SEGMENT_SQL = (
+    "count(*)",
+    "count(*) FILTER (WHERE o.positive)",
+    "coalesce(sum(o.value_sum), 0)",
+    "coalesce(sum(o.value_sum * o.value_sum), 0)",
+)
+assert len(_SEGMENT_SQL) == len(SEGMENT_SUMS)
 
 
 def ratio_key(numerator: str, denominator: str) -> str:
@@ -245,6 +255,7 @@ class RollupPlan:
     ratio_pairs: tuple[tuple[str, str], ...] = ()  # (numerator, denominator)
     windows: tuple[tuple[str, int], ...] = ()  # (outcome, attribution window in seconds)
     covariates: tuple[tuple[str, int], ...] = ()  # (outcome, lookback in seconds): CUPED
+    segments: tuple[tuple[str, str], ...] = ()  # (feature of the first prediction, outcome)
 
     @classmethod
     def from_metrics(cls, metrics: list[MetricSpec]) -> RollupPlan:
@@ -254,6 +265,7 @@ class RollupPlan:
         ratios: set[tuple[str, str]] = set()
         windows: set[tuple[str, int]] = set()
         covariates: set[tuple[str, int]] = set()
+        segments: set[tuple[str, str]] = set()
         quantiles = False
         for metric in metrics:
             if metric.kind in ("proportion", "mean") and metric.outcome:
@@ -262,6 +274,8 @@ class RollupPlan:
                     windows.add((metric.outcome, metric.window_seconds))
                 if metric.lookback_seconds is not None:
                     covariates.add((metric.outcome, metric.lookback_seconds))
+                if metric.segment_by is not None:
+                    segments.add((metric.segment_by, metric.outcome))
             elif metric.kind == "ratio" and metric.numerator and metric.denominator:
                 outcomes.update((metric.numerator, metric.denominator))
                 ratios.add((metric.numerator, metric.denominator))
@@ -280,7 +294,12 @@ class RollupPlan:
             tuple(sorted(ratios)),
             tuple(sorted(windows)),
             tuple(sorted(covariates)),
+            tuple(sorted(segments)),
         )
+
+    @property
+    def segment_features(self) -> tuple[str, ...]:
+        return tuple(sorted({feature for feature, _ in self.segments}))
 
     @property
     def unit_windows(self) -> tuple[tuple[str, int], ...]:
@@ -563,6 +582,8 @@ def _fold_and_sum(
     if plan.unit_windows and (rows.get("touched") or not by_delta):
         # after the units and outcomes: a window starts at the unit's (possibly new) first ts
         rows["windows"] = _refold_windows(session, params, plan, touched=by_delta)
+    if plan.segments and (rows.get("touched") or not by_delta):
+        rows["segments"] = _refold_segments(session, params, plan, touched=by_delta)
     if plan.labels and (p_hi > previous.prediction_id or o_hi > previous.outcome_id):
         rows.update(
             # a pair needs a folded prediction and a folded label
@@ -608,6 +629,7 @@ _ROW_TABLES = {
     "units": "analysis_unit",
     "unit_outcomes": "analysis_unit_outcome",
     "windows": "analysis_unit_window",
+    "segments": "analysis_unit_segment",
     "latency": "analysis_unit_latency",
     "classification": "analysis_unit_classification",
     "auc": "analysis_score_bin",
@@ -648,6 +670,7 @@ ROLLUP_TABLES = {
     "analysis_unit": "unit_id",
     "analysis_unit_outcome": "name, unit_id",
     "analysis_unit_window": "name, window_seconds, unit_id",
+    "analysis_unit_segment": "feature, unit_id",
     "analysis_unit_classification": "label, threshold, unit_id",
     "analysis_score_bin": "label, variant_id, bin",
     "analysis_unit_latency": "unit_id",
@@ -793,6 +816,18 @@ def _sum_cells(
             f"AND x.window_seconds = :xs{i} AND x.unit_id = u.unit_id "
             "GROUP BY u.variant_id, u.epoch"
         )
+    for i, (feature, name) in enumerate(plan.segments):
+        params.update({f"gf{i}": feature, f"gn{i}": name})
+        families.append(
+            f"SELECT 'segment', CAST(json_build_array(CAST(:gf{i} AS text), CAST(:gn{i} AS text), "
+            "coalesce(g.segment, '')) AS text) AS key, u.variant_id, u.epoch, 0, "
+            f"{_array(_SEGMENT_SQL)} FROM u "
+            f"LEFT JOIN analysis_unit_segment g ON g.experiment_id = :e AND g.feature = :gf{i} "
+            "AND g.unit_id = u.unit_id "
+            f"LEFT JOIN analysis_unit_outcome o ON o.experiment_id = :e AND o.name = :gn{i} "
+            "AND o.unit_id = u.unit_id "
+            "GROUP BY key, u.variant_id, u.epoch"
+        )
     if plan.latency_quantiles:
         # per bin of a unit's histogram: its requests c, the unit's requests at or below it L
         # and in all N -> c (2L - c) and c N (see abstats.stats.ClusteredHistogram)
@@ -884,6 +919,43 @@ def _refold_windows(
     written = 0
     for name, seconds in plan.unit_windows:
         values = {**params, "name": name, "seconds": seconds}
+        session.execute(text(forget), values)
+        written += int(session.execute(text(refold), values).scalar_one())
+    return written
+
+
+def _refold_segments(
+    session: Session, params: dict[str, object], plan: RollupPlan, *, touched: bool
+) -> int:
+    """The segment of the touched units (or of every unit): each feature's value in the unit's
+    first prediction, ordered by ``(ts, id)`` ('' when the unit has no prediction or the feature
+    is absent). Recomputed, not folded: a late, earlier prediction changes it."""
+    if touched:
+        units = "analysis_touched t JOIN analysis_unit a ON a.experiment_id = :e AND a.unit_id = t.unit_id"
+        forget = (
+            "DELETE FROM analysis_unit_segment g USING analysis_touched t "
+            "WHERE g.experiment_id = :e AND g.feature = :feature AND g.unit_id = t.unit_id"
+        )
+    else:
+        units = "analysis_unit a"
+        forget = "DELETE FROM analysis_unit_segment WHERE experiment_id = :e AND feature = :feature"
+    refold = f"""
+    WITH ins AS (
+      INSERT INTO analysis_unit_segment (experiment_id, feature, unit_id, segment)
+      SELECT :e, :feature, a.unit_id, coalesce(
+        (SELECT p.features ->> :feature FROM prediction p
+         WHERE p.experiment_id = :e AND p.unit_id = a.unit_id AND p.id <= :p_hi
+         ORDER BY p.ts, p.id LIMIT 1), '')
+      FROM {units}
+      WHERE a.experiment_id = :e
+      ORDER BY a.unit_id
+      RETURNING 1
+    )
+    SELECT count(*) FROM ins
+    """
+    written = 0
+    for feature in plan.segment_features:
+        values = {**params, "feature": feature}
         session.execute(text(forget), values)
         written += int(session.execute(text(refold), values).scalar_one())
     return written

@@ -292,7 +292,20 @@ def _metric_data(
             if vid in key_of:
                 covariates.setdefault(key_of[vid], {})[epoch] = cs
         plain = _metric_data(session, e, metric, units, key_of, cutoff, with_covariate=False)
-        return MetricData(plain.arms, plain.events, covariates=covariates)
+        return MetricData(plain.arms, plain.events, covariates=covariates, segments=plain.segments)
+    if metric.kind in ("proportion", "mean") and metric.segment_by is not None:
+        assert metric.outcome is not None
+        by_segment: dict[str, Arms] = {}
+        for segment, segment_cells in aggregate.segment_cells(
+            session, e, metric.segment_by, metric.outcome
+        ).items():
+            for (vid, epoch), oc in segment_cells.items():
+                if vid in key_of:
+                    stats = oc.proportion if metric.kind == "proportion" else oc.mean
+                    by_segment.setdefault(segment, {}).setdefault(key_of[vid], {})[epoch] = stats
+        segments_data = by_segment
+    else:
+        segments_data = {}
     if metric.kind in ("proportion", "mean"):
         assert metric.outcome is not None
         cap = None
@@ -336,7 +349,7 @@ def _metric_data(
     elif metric.kind == "error_rate":
         for cell, uc in units.items():
             put(cell, uc.errors, uc.requests)
-    return MetricData(arms, events)
+    return MetricData(arms, events, segments=segments_data)
 
 
 def latest_drift(session: Session, experiment_id: int) -> list[DriftCheck]:

@@ -389,6 +389,17 @@ class AnalysisUnitWindow(Base):
     positive: Mapped[bool] = mapped_column(Boolean, nullable=False)
 
 
+class AnalysisUnitSegment(Base):
+    """Per unit and feature: the feature's value in the unit's first prediction ('' without)."""
+
+    __tablename__ = "analysis_unit_segment"
+
+    experiment_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    feature: Mapped[str] = mapped_column(String(64), primary_key=True)
+    unit_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    segment: Mapped[str] = mapped_column(Text, nullable=False)
+
+
 class AnalysisUnitClassification(Base):
     """Per unit and (label outcome, threshold): confusion counts and log-loss sums of the unit's
     predictions joined to their label outcome on request_id."""

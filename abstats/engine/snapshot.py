@@ -101,6 +101,39 @@ class Comparison(_Model):
         return Amount.parse(v) if isinstance(v, str | int | float) else v
 
 
+class SegmentEffect(_Model):
+    """One segment's effect of a treatment (difference ``t - c``, this look's fixed-sample test)."""
+
+    segment: str = Field(description="The feature's value in the units' first prediction")
+    control_units: int
+    treatment_units: int
+    status: Status = "ok"
+    control_value: float | None = None
+    treatment_value: float | None = None
+    absolute_effect: float | None = None
+    relative_effect: float | None = None
+    ci_lower: float | None = Field(default=None, description="95% interval of t - c")
+    ci_upper: float | None = None
+    p_value: float | None = None
+    p_value_bh: float | None = Field(
+        default=None, description="Benjamini-Hochberg across this breakdown's segments"
+    )
+    significant: bool = Field(default=False, description="p_value_bh below alpha")
+
+
+class SegmentBreakdown(_Model):
+    """A metric broken down by a feature for one treatment. Reported only: no rule reads it."""
+
+    feature: str
+    variant: str
+    segments: list[SegmentEffect]
+    left_out: int = Field(default=0, description="Segments beyond the largest ones shown")
+    heterogeneity_q: float | None = Field(default=None, description="Cochran's Q")
+    heterogeneity_df: int = 0
+    heterogeneity_p_value: float | None = None
+    i_squared: float | None = None
+
+
 class MetricResult(_Model):
     metric: str
     kind: str
@@ -114,6 +147,9 @@ class MetricResult(_Model):
     pending_units: dict[str, int] = Field(
         default_factory=dict,
         description="Attribution window: units per variant left out until their window closes",
+    )
+    segments: list[SegmentBreakdown] = Field(
+        default_factory=list, description="segment_by: per-segment effects (never decide)"
     )
 
 

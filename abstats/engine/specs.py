@@ -110,6 +110,13 @@ class MetricSpec(BaseModel):
         default="14d", description="covariate: how far before the first exposure to look ('14d')"
     )
 
+    segment_by: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="proportion, mean: break the metric down by this categorical feature of "
+        "each unit's first prediction (reported only; never decides)",
+    )
+
     @field_validator("lookback")
     @classmethod
     def _lookback(cls, v: str | float) -> str | float:
@@ -163,6 +170,12 @@ class MetricSpec(BaseModel):
             raise ValueError(
                 "covariate cannot be combined with window or winsorize yet: drop one of them"
             )
+        if self.segment_by is not None and self.kind not in ("proportion", "mean"):
+            raise ValueError(
+                f"segment_by applies to proportion and mean metrics, not to {self.kind} metrics"
+            )
+        if self.segment_by is not None and self.window is not None:
+            raise ValueError("segment_by cannot be combined with window yet: drop one of them")
         if self.window is not None and self.winsorize is not None:
             raise ValueError("window and winsorize cannot be combined yet: drop one of them")
         if self.role == "guardrail" and self.effective_direction is None:

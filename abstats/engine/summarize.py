@@ -20,6 +20,7 @@ from typing import Any
 
 from abstats.engine.plan import planned_units
 from abstats.engine.rules import ExperimentState, recommend, rollback_tests
+from abstats.engine.segments import breakdown
 from abstats.engine.snapshot import (
     Adjustment,
     Comparison,
@@ -82,6 +83,8 @@ class MetricData:
     pending: Mapping[str, int] = field(default_factory=dict)
     # covariate adjustment: per variant and epoch, the outcome with its pre-exposure covariate
     covariates: Mapping[str, Mapping[int, CovariateStats]] = field(default_factory=dict)
+    # segment_by: segment -> variant -> epoch -> statistics
+    segments: Mapping[str, Arms] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,14 @@ def summarize(spec: ExperimentSpec, data: Aggregates, state: ExperimentState) ->
                 comparisons=comparisons,
                 window=None if metric.window is None else str(metric.window),
                 pending_units={v: n for v, n in metric_data.pending.items() if n},
+                segments=[
+                    breakdown(
+                        metric.segment_by, metric_data.segments, spec.control, t, policy.alpha
+                    )
+                    for t in spec.treatments
+                ]
+                if metric.segment_by is not None
+                else [],
             )
         )
     holm_primaries(results, policy.alpha)

@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from abstats.engine.plan import Plan, PlanRequest
-    from abstats.engine.snapshot import Comparison, DriftCheck, MetricResult, SrmResult
+    from abstats.engine.snapshot import (
+        Comparison,
+        DriftCheck,
+        MetricResult,
+        SegmentBreakdown,
+        SrmResult,
+    )
 
 MISSING = "n/a"
 
@@ -369,3 +375,23 @@ def adjustment_note(metric: str, c: Comparison) -> str:
         f"{metric} in {c.variant}: adjusted {effect(c)}, raw {raw} ({a.covariate}, theta "
         f"{a.theta:.3g}, variance -{a.variance_reduction:.0%})"
     )
+
+
+def segment_summary(metric: str, b: SegmentBreakdown) -> str:
+    """``conversion by country in v2: 4 segments; significant after BH: de +0.0123 [+0.004,
+    +0.021]; heterogeneity Q=3.1 (df 3), p=0.38``."""
+    shown = len(b.segments)
+    more = f" (+{b.left_out} smaller left out)" if b.left_out else ""
+    found = [
+        f"{s.segment or '(none)'} {effect_parts('absolute', None, s.absolute_effect, s.ci_lower, s.ci_upper)}"
+        for s in b.segments
+        if s.significant
+    ]
+    text = f"{metric} by {b.feature} in {b.variant}: {shown} segments{more}; "
+    text += "significant after BH: " + ", ".join(found) if found else "none significant after BH"
+    if b.heterogeneity_q is not None:
+        text += (
+            f"; heterogeneity Q={b.heterogeneity_q:.3g} (df {b.heterogeneity_df}), "
+            f"{p_clause(b.heterogeneity_p_value)}"
+        )
+    return text

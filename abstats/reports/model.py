@@ -385,6 +385,9 @@ def _checks(snap: SnapshotResult, now: datetime, status: str) -> list[Check]:
     ]
     if adjusted:
         checks.append(Check("Covariate adjustment", None, "; ".join(adjusted)))
+    breakdowns = [words.segment_summary(m.metric, b) for m in snap.metrics for b in m.segments]
+    if breakdowns:
+        checks.append(Check("Segments", None, "; ".join(breakdowns)))
     windowed = [m for m in snap.metrics if m.window is not None]
     if windowed:
         checks.append(

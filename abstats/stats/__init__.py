@@ -48,7 +48,8 @@ Sequential inference
 
 Checks
     ``srm_check``, ``srm_check_epochs`` (with ``EpochCounts``), ``expected_counts``;
-    ``holm``, ``benjamini_hochberg``; ``psi``, ``jensen_shannon_distance``,
+    ``holm``, ``benjamini_hochberg``; ``cochran_q`` (heterogeneity across segments);
+    ``psi``, ``jensen_shannon_distance``,
     ``chi_square_homogeneity``, ``binned_ks``, ``drift_check``, ``flag_drift``;
     ``minimum_sample_gate``.
 
@@ -107,6 +108,7 @@ from abstats.stats._group_sequential import (
     spending_boundaries,
     stopping_probabilities,
 )
+from abstats.stats._heterogeneity import Heterogeneity, cochran_q
 from abstats.stats._multiplicity import benjamini_hochberg, holm
 from abstats.stats._power import (
     MetricKind,
@@ -165,6 +167,7 @@ __all__ = [
     "EpochCounts",
     "Estimate",
     "GateResult",
+    "Heterogeneity",
     "InferenceDesign",
     "InferenceMethod",
     "MeanStats",
@@ -190,6 +193,7 @@ __all__ = [
     "chi_square_homogeneity",
     "classical_boundaries",
     "clustered_quantile",
+    "cochran_q",
     "compare",
     "compare_stratified",
     "confidence_sequence",

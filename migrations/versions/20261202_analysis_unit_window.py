@@ -1,4 +1,4 @@
-"""analysis: per-unit outcome sums within an attribution window of the first exposure
+"""analysis: per-unit outcome sums within a window of the first exposure; per-unit segments
 
 Revision ID: 0005
 Revises: 0004
@@ -8,6 +8,10 @@ Create Date: 2026-12-02 14:00:00+00:00
   outcome's values stamped in ``[first exposure, first exposure + window)``, and whether any was
   > 0. Recomputed from the unit's outcome events whenever a run touches the unit (a late, earlier
   exposure moves its window), so incremental runs and a rebuild agree (issue 17).
+- The same table with a negative ``window_seconds`` holds a covariate: the outcome's sum over the
+  lookback before the first exposure (CUPED).
+- ``analysis_unit_segment``: per (feature, unit), the feature's value in the unit's first
+  prediction (segments; recomputed whenever a run touches the unit).
 - Cells of the ``window`` family are binned by the hour of the unit's first exposure, so an
   analysis reads only the units whose window has closed by its cut-off.
 
@@ -65,6 +69,19 @@ def upgrade() -> None:
     )
 
 
+    op.create_table(
+        "analysis_unit_segment",
+        sa.Column("experiment_id", sa.Integer(), nullable=False),
+        sa.Column("feature", sa.String(length=64), nullable=False),
+        sa.Column("unit_id", sa.Text(), nullable=False),
+        sa.Column("segment", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "experiment_id", "feature", "unit_id", name=op.f("pk_analysis_unit_segment")
+        ),
+    )
+
+
 def downgrade() -> None:
+    op.drop_table("analysis_unit_segment")
     op.drop_table("analysis_unit_window")
     _forget_rollups()
