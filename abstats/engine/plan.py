@@ -216,23 +216,32 @@ def required_units(
     :func:`abstats.stats.sequential_power` at the rounded plan (NaN without ``with_power``)."""
     mde = request.mde_amount
     alpha = request.alpha / request.candidates  # Bonferroni: Holm is never more conservative
-    common = {
-        "baseline": request.baseline,
-        "mde": mde.value,
-        "alpha": alpha,
-        "power": request.power,
-        "kind": request.stats_kind,
-        "sd": request.sd,
-        "relative": mde.relative,
-    }
-    fixed_units = math.ceil(sample_size_per_arm(**common) - 1e-9)  # type: ignore[arg-type]
-    if request.inference == "fixed":
-        units = fixed_units
-    else:
-        units = math.ceil(
-            sequential_units_per_arm(request.inference, looks=request.looks, **common)  # type: ignore[arg-type]
-            - 1e-9
+    fixed_units = math.ceil(
+        sample_size_per_arm(
+            request.baseline,
+            mde.value,
+            alpha=alpha,
+            power=request.power,
+            kind=request.stats_kind,
+            sd=request.sd,
+            relative=mde.relative,
         )
+        - 1e-9
+    )
+    units = fixed_units
+    if request.inference != "fixed":
+        planned = sequential_units_per_arm(
+            request.inference,
+            baseline=request.baseline,
+            mde=mde.value,
+            alpha=alpha,
+            power=request.power,
+            kind=request.stats_kind,
+            sd=request.sd,
+            relative=mde.relative,
+            looks=request.looks,
+        )
+        units = math.ceil(planned - 1e-9)
     if units > _MAX_UNITS:
         raise ValueError("more than 10^12 units per variant: raise the mde or lower the power")
     if not with_power:
