@@ -320,7 +320,9 @@ def required_drift(
         low, high = high, high * 1.3
         if high > 100:
             raise ValueError("the requested power is out of reach for this design")
-    return float(optimize.brentq(shortfall, low, high, xtol=1e-4))
+    # within 1e-3 of the root, then rounded up by that much: the plan never falls short of the
+    # power asked for (a 0.06% larger sample at most)
+    return float(optimize.brentq(shortfall, low, high, xtol=1e-3)) + 1e-3
 
 
 def sequential_units_per_arm(
