@@ -5,7 +5,8 @@ Rows (fixed seeds; ``make bench`` runs this file):
 - ``cuped width``: interval width adjusted / raw at rho = 0.7 (fixed design, 2,000 units per arm;
   theory sqrt(1 - 0.49) = 0.714).
 - ``cuped A/A``: always-valid false-positive rate over 100 looks and two weight epochs (a 90/10
-  epoch, then 50/50), theta re-estimated at every look.
+  epoch, then 50/50), theta re-estimated at every look; the same for a group-sequential design
+  (20 looks up to its horizon).
 - ``cuped +5%``: median units per arm at the first look that finds the candidate better, raw and
   adjusted (always valid, looks every 20 units per arm), and the drop.
 - ``window A/A``: a 5/25/50 ramp (a day each, cut-off at day 4), labels delayed by an exponential
@@ -69,15 +70,20 @@ def cuped_width(runs: int) -> float:
     return float(np.mean(ratios))
 
 
-def cuped_a_a(runs: int) -> float:
+def cuped_a_a(runs: int, method: str = "always_valid", looks: int = 100) -> float:
     rng = np.random.default_rng(172)
-    design = InferenceDesign(method="always_valid", alpha=0.05, mde_relative=0.02)
+    design = InferenceDesign(
+        method=method,  # type: ignore[arg-type]
+        alpha=0.05,
+        mde_relative=0.02,
+        max_units_per_variant=None if method == "always_valid" else 80 * looks // 2,
+    )
     rejected = 0
     for _ in range(runs):
         cells = [[CovariateStats(), CovariateStats()], [CovariateStats(), CovariateStats()]]
         state: SequentialState | None = None
-        for look in range(100):
-            epoch = 0 if look < 30 else 1
+        for look in range(looks):
+            epoch = 0 if look < 3 * looks // 10 else 1
             shares = (0.9, 0.1) if epoch == 0 else (0.5, 0.5)
             for arm in (0, 1):
                 cells[epoch][arm] = cells[epoch][arm] + _units(rng, max(int(80 * shares[arm]), 1))
@@ -230,6 +236,8 @@ def main() -> None:
     print(f"cuped width     adjusted/raw interval width {width:.3f} (theory 0.714, bar <= 0.75)")
     aa = cuped_a_a(runs)
     print(f"cuped A/A       false-positive rate at 100 looks {aa:.3f} (bar <= 0.05)")
+    gs = cuped_a_a(max(runs // 2, 50), "group_sequential", 20)
+    print(f"cuped A/A g-s   group-sequential false-positive rate at 20 looks {gs:.3f}")
     raw, adjusted = cuped_units_to_promotion(runs)
     print(
         f"cuped +5%       median units per arm to promotion: raw {raw:,.0f}, adjusted "
