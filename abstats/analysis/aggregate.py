@@ -25,18 +25,25 @@ from sqlalchemy.orm import Session
 
 from abstats.analysis.rollup import (
     CLASS_SUMS,
+    CUPED_SUMS,
     LATENCY_EDGES,
     LATENCY_SUMS,
     OUTCOME_SUMS,
     SCORE_BINS,
+    SEGMENT_SUMS,
     UNIT_SUMS,
+    WINDOW_BIN_SECONDS,
+    WINDOW_SUMS,
     classification_key,
+    cuped_key,
     ratio_key,
+    window_key,
 )
 from abstats.stats import (
     BinnedScores,
     ClusteredHistogram,
     ConfusionStats,
+    CovariateStats,
     MeanStats,
     ProportionStats,
     RatioStats,
@@ -68,6 +75,8 @@ def _cells(
         "outcome": OUTCOME_SUMS,
         "class": CLASS_SUMS,
         "latency": LATENCY_SUMS,
+        "window": WINDOW_SUMS,
+        "cuped": CUPED_SUMS,
     }[family]
     rows = session.execute(
         text(
@@ -321,6 +330,85 @@ def _outcome_cells_scan(
         )
         for r in rows
     }
+
+
+def window_cells(
+    session: Session, experiment_id: int, name: str, seconds: int, cutoff: datetime
+) -> tuple[dict[Cell, OutcomeCell], dict[int, int]]:
+    """Per-unit sums of ``name`` within ``seconds`` of each unit's first exposure, over the units
+    whose window has closed by ``cutoff``; and the units still pending, per variant id.
+
+    The cells are binned by the hour of the first exposure: an hour counts once every unit of it
+    has had its whole window (``hour end + window <= cutoff``), so a unit waits at most an hour
+    longer than its own window. Which units count depends only on when they were first exposed,
+    never on their outcomes."""
+    closed_before = cutoff.timestamp() - seconds
+    cells: dict[Cell, list[Decimal]] = {}  # exact sums: the same bits in any row order
+    pending: dict[int, int] = {}
+    for (vid, epoch, hour), s in _cells(
+        session, experiment_id, "window", window_key(name, seconds)
+    ).items():
+        if (hour + 1) * WINDOW_BIN_SECONDS > closed_before:
+            pending[vid] = pending.get(vid, 0) + int(s["units"])
+            continue
+        acc = cells.setdefault((vid, epoch), [Decimal(0)] * len(WINDOW_SUMS))
+        for i, field in enumerate(WINDOW_SUMS):
+            acc[i] += s[field]
+    return {
+        cell: OutcomeCell(
+            ProportionStats(int(a[0]), int(a[2])),
+            MeanStats(int(a[0]), _f(a[3]), _f(a[4])),
+            int(a[1]),
+        )
+        for cell, a in cells.items()
+    }, pending
+
+
+def cuped_cells(
+    session: Session, experiment_id: int, name: str, lookback: int, *, proportion: bool
+) -> dict[Cell, CovariateStats]:
+    """Per cell, the units' outcome ``y`` (its sum, or for a proportion whether any value was
+    > 0) and covariate ``x`` (the outcome's sum over ``lookback`` seconds before the first
+    exposure): the sums :func:`abstats.stats.cuped` needs."""
+    cells: dict[Cell, CovariateStats] = {}
+    for (vid, epoch, _), s in _cells(
+        session, experiment_id, "cuped", cuped_key(name, lookback)
+    ).items():
+        if proportion:  # y is 0/1: y^2 = y, x y = x over the positive units
+            y, y2, xy = s["positive"], s["positive"], s["x_positive"]
+        else:
+            y, y2, xy = s["y"], s["y2"], s["xy"]
+        cells[(vid, epoch)] = CovariateStats(
+            int(s["units"]), _f(y), _f(y2), _f(s["x"]), _f(s["x2"]), _f(xy)
+        )
+    return cells
+
+
+def segment_cells(
+    session: Session, experiment_id: int, feature: str, name: str
+) -> dict[str, dict[Cell, OutcomeCell]]:
+    """Segment (the feature's value in each unit's first prediction, '' without) -> per cell the
+    outcome ``name`` over the segment's units (units without the outcome count as 0)."""
+    rows = session.execute(
+        text(
+            """
+            SELECT CAST(key AS jsonb) ->> 2, variant_id, epoch, sums FROM analysis_cell
+            WHERE experiment_id = :e AND family = 'segment'
+              AND CAST(key AS jsonb) ->> 0 = :feature AND CAST(key AS jsonb) ->> 1 = :name
+            """
+        ),
+        {"e": experiment_id, "feature": feature, "name": name},
+    )
+    out: dict[str, dict[Cell, OutcomeCell]] = {}
+    for segment, vid, epoch, sums in rows:
+        s = dict(zip(SEGMENT_SUMS, sums, strict=True))
+        n = int(s["units"])
+        out.setdefault(str(segment), {})[(int(vid), int(epoch))] = OutcomeCell(
+            ProportionStats(n, int(s["positive"])),
+            MeanStats(n, _f(s["value"]), _f(s["value_sq"])),
+            n,
+        )
+    return out
 
 
 def ratio_cells(

@@ -141,6 +141,13 @@ CLASS_SUMS = (
     "log_loss_cross",
 )
 LATENCY_SUMS = ("requests", "square_increment", "cross_increment")
+# attribution windows: over every unit of a (variant, epoch, hour of first exposure), with the
+# unit's sum of the outcome within its window (0 without one)
+WINDOW_SUMS = ("units", "with_outcome", "positive", "value", "value_sq")
+WINDOW_BIN_SECONDS = 3600
+# covariate adjustment: y = the unit's outcome (its sum; positive: any value > 0), x = its sum of
+# the same outcome over the lookback before its first exposure (0 without one)
+CUPED_SUMS = ("units", "y", "y2", "positive", "x", "x2", "xy", "x_positive")
 
 # Products of counts are bigint (exact; they overflow with an error only beyond ~3e9 requests
 # of one unit), sums of them numeric; products of NUMERIC sums are NUMERIC.
@@ -186,7 +193,35 @@ _LATENCY_SQL = (
 )
 assert len(_UNIT_SQL) == len(UNIT_SUMS) and len(_OUTCOME_SQL) == len(OUTCOME_SUMS)
 assert len(_RATIO_SQL) == len(RATIO_SUMS) and len(_CLASS_SQL) == len(CLASS_SUMS)
-assert len(_LATENCY_SQL) == len(LATENCY_SUMS)
+_WINDOW_SQL = (
+    "count(*)",
+    "count(w.unit_id)",
+    "count(*) FILTER (WHERE w.positive)",
+    "coalesce(sum(w.value_sum), 0)",
+    "coalesce(sum(w.value_sum * w.value_sum), 0)",
+)
+_CUPED_SQL = (
+    "count(*)",
+    "coalesce(sum(y.value_sum), 0)",
+    "coalesce(sum(y.value_sum * y.value_sum), 0)",
+    "count(*) FILTER (WHERE y.positive)",
+    "coalesce(sum(x.value_sum), 0)",
+    "coalesce(sum(x.value_sum * x.value_sum), 0)",
+    "coalesce(sum(x.value_sum * y.value_sum), 0)",
+    "coalesce(sum(x.value_sum) FILTER (WHERE y.positive), 0)",
+)
+assert len(_LATENCY_SQL) == len(LATENCY_SUMS) and len(_WINDOW_SQL) == len(WINDOW_SUMS)
+assert len(_CUPED_SQL) == len(CUPED_SUMS)
+# segments: the outcome over every unit of a (segment, variant, epoch); key [feature, outcome,
+# segment]
+SEGMENT_SUMS = ("units", "positive", "value", "value_sq")
+_SEGMENT_SQL = (
+    "count(*)",
+    "count(*) FILTER (WHERE o.positive)",
+    "coalesce(sum(o.value_sum), 0)",
+    "coalesce(sum(o.value_sum * o.value_sum), 0)",
+)
+assert len(_SEGMENT_SQL) == len(SEGMENT_SUMS)
 
 
 def ratio_key(numerator: str, denominator: str) -> str:
@@ -198,6 +233,17 @@ def classification_key(label: str, threshold: float) -> str:
     return json.dumps([label, float(threshold)])
 
 
+def cuped_key(name: str, lookback: int) -> str:
+    """``analysis_cell.key`` of an outcome adjusted for its value over ``lookback`` seconds
+    before the first exposure."""
+    return json.dumps([name, int(lookback)])
+
+
+def window_key(name: str, seconds: int) -> str:
+    """``analysis_cell.key`` of an outcome within an attribution window."""
+    return json.dumps([name, int(seconds)])
+
+
 @dataclass(frozen=True)
 class RollupPlan:
     """What the experiment's metrics need rolled up beyond units and prediction sums."""
@@ -207,6 +253,9 @@ class RollupPlan:
     auc_labels: tuple[str, ...] = ()
     latency_quantiles: bool = False
     ratio_pairs: tuple[tuple[str, str], ...] = ()  # (numerator, denominator)
+    windows: tuple[tuple[str, int], ...] = ()  # (outcome, attribution window in seconds)
+    covariates: tuple[tuple[str, int], ...] = ()  # (outcome, lookback in seconds): CUPED
+    segments: tuple[tuple[str, str], ...] = ()  # (feature of the first prediction, outcome)
 
     @classmethod
     def from_metrics(cls, metrics: list[MetricSpec]) -> RollupPlan:
@@ -214,10 +263,19 @@ class RollupPlan:
         classification: set[tuple[str, float]] = set()
         auc: set[str] = set()
         ratios: set[tuple[str, str]] = set()
+        windows: set[tuple[str, int]] = set()
+        covariates: set[tuple[str, int]] = set()
+        segments: set[tuple[str, str]] = set()
         quantiles = False
         for metric in metrics:
             if metric.kind in ("proportion", "mean") and metric.outcome:
                 outcomes.add(metric.outcome)
+                if metric.window_seconds is not None:
+                    windows.add((metric.outcome, metric.window_seconds))
+                if metric.lookback_seconds is not None:
+                    covariates.add((metric.outcome, metric.lookback_seconds))
+                if metric.segment_by is not None:
+                    segments.add((metric.segment_by, metric.outcome))
             elif metric.kind == "ratio" and metric.numerator and metric.denominator:
                 outcomes.update((metric.numerator, metric.denominator))
                 ratios.add((metric.numerator, metric.denominator))
@@ -234,7 +292,20 @@ class RollupPlan:
             tuple(sorted(auc)),
             quantiles,
             tuple(sorted(ratios)),
+            tuple(sorted(windows)),
+            tuple(sorted(covariates)),
+            tuple(sorted(segments)),
         )
+
+    @property
+    def segment_features(self) -> tuple[str, ...]:
+        return tuple(sorted({feature for feature, _ in self.segments}))
+
+    @property
+    def unit_windows(self) -> tuple[tuple[str, int], ...]:
+        """Per-unit windowed sums to keep: attribution windows after the first exposure
+        (positive seconds) and covariate lookbacks before it (negative seconds)."""
+        return self.windows + tuple((name, -lookback) for name, lookback in self.covariates)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -508,6 +579,11 @@ def _fold_and_sum(
         )
         rows["unit_outcomes"] = outcome_rows
         max_ts.append(outcome_ts)
+    if plan.unit_windows and (rows.get("touched") or not by_delta):
+        # after the units and outcomes: a window starts at the unit's (possibly new) first ts
+        rows["windows"] = _refold_windows(session, params, plan, touched=by_delta)
+    if plan.segments and (rows.get("touched") or not by_delta):
+        rows["segments"] = _refold_segments(session, params, plan, touched=by_delta)
     if plan.labels and (p_hi > previous.prediction_id or o_hi > previous.outcome_id):
         rows.update(
             # a pair needs a folded prediction and a folded label
@@ -552,6 +628,8 @@ def _fold_and_sum(
 _ROW_TABLES = {
     "units": "analysis_unit",
     "unit_outcomes": "analysis_unit_outcome",
+    "windows": "analysis_unit_window",
+    "segments": "analysis_unit_segment",
     "latency": "analysis_unit_latency",
     "classification": "analysis_unit_classification",
     "auc": "analysis_score_bin",
@@ -591,6 +669,8 @@ def clear_rollups(session: Session, experiment_id: int) -> None:
 ROLLUP_TABLES = {
     "analysis_unit": "unit_id",
     "analysis_unit_outcome": "name, unit_id",
+    "analysis_unit_window": "name, window_seconds, unit_id",
+    "analysis_unit_segment": "feature, unit_id",
     "analysis_unit_classification": "label, threshold, unit_id",
     "analysis_score_bin": "label, variant_id, bin",
     "analysis_unit_latency": "unit_id",
@@ -715,6 +795,39 @@ def _sum_cells(
             f"JOIN analysis_unit_classification c ON c.experiment_id = :e AND c.label = :cl{i} "
             f"AND c.threshold = :ct{i} AND c.unit_id = u.unit_id GROUP BY u.variant_id, u.epoch"
         )
+    for i, (name, seconds) in enumerate(plan.windows):
+        params.update({f"wk{i}": window_key(name, seconds), f"wn{i}": name, f"ws{i}": seconds})
+        families.append(
+            f"SELECT 'window', CAST(:wk{i} AS text), u.variant_id, u.epoch, "
+            f"floor(extract(epoch FROM u.first_ts) / {WINDOW_BIN_SECONDS})::int AS hour, "
+            f"{_array(_WINDOW_SQL)} FROM u "
+            f"LEFT JOIN analysis_unit_window w ON w.experiment_id = :e AND w.name = :wn{i} "
+            f"AND w.window_seconds = :ws{i} AND w.unit_id = u.unit_id "
+            "GROUP BY u.variant_id, u.epoch, hour"
+        )
+    for i, (name, lookback) in enumerate(plan.covariates):
+        params.update({f"xk{i}": cuped_key(name, lookback), f"xn{i}": name, f"xs{i}": -lookback})
+        families.append(
+            f"SELECT 'cuped', CAST(:xk{i} AS text), u.variant_id, u.epoch, 0, "
+            f"{_array(_CUPED_SQL)} FROM u "
+            f"LEFT JOIN analysis_unit_outcome y ON y.experiment_id = :e AND y.name = :xn{i} "
+            "AND y.unit_id = u.unit_id "
+            f"LEFT JOIN analysis_unit_window x ON x.experiment_id = :e AND x.name = :xn{i} "
+            f"AND x.window_seconds = :xs{i} AND x.unit_id = u.unit_id "
+            "GROUP BY u.variant_id, u.epoch"
+        )
+    for i, (feature, name) in enumerate(plan.segments):
+        params.update({f"gf{i}": feature, f"gn{i}": name})
+        families.append(
+            f"SELECT 'segment', CAST(json_build_array(CAST(:gf{i} AS text), CAST(:gn{i} AS text), "
+            "coalesce(g.segment, '')) AS text) AS key, u.variant_id, u.epoch, 0, "
+            f"{_array(_SEGMENT_SQL)} FROM u "
+            f"LEFT JOIN analysis_unit_segment g ON g.experiment_id = :e AND g.feature = :gf{i} "
+            "AND g.unit_id = u.unit_id "
+            f"LEFT JOIN analysis_unit_outcome o ON o.experiment_id = :e AND o.name = :gn{i} "
+            "AND o.unit_id = u.unit_id "
+            "GROUP BY key, u.variant_id, u.epoch"
+        )
     if plan.latency_quantiles:
         # per bin of a unit's histogram: its requests c, the unit's requests at or below it L
         # and in all N -> c (2L - c) and c N (see abstats.stats.ClusteredHistogram)
@@ -733,7 +846,7 @@ def _sum_cells(
         )
     sql = f"""
     WITH u AS MATERIALIZED (
-      SELECT a.unit_id, a.variant_id,
+      SELECT a.unit_id, a.variant_id, a.first_ts,
              greatest(width_bucket(a.first_ts, CAST(:starts AS timestamptz[])), 1) - 1 AS epoch,
              a.mixed, a.requests, a.errors, a.latency_n, a.latency_sum
       {scope}
@@ -759,6 +872,93 @@ def _unpack(alias: str) -> str:
     """``unnest`` of a latency histogram row ``alias`` as (bin, at or below, below)."""
     cum = f"{alias}.at_or_below"
     return f"unnest({alias}.bins, {cum}, array_prepend(0::bigint, {cum}[1:cardinality({cum}) - 1]))"
+
+
+def _refold_windows(
+    session: Session, params: dict[str, object], plan: RollupPlan, *, touched: bool
+) -> int:
+    """Recompute the windowed outcome sums of the touched units (or of every unit) from their
+    outcome events up to the watermark: values stamped in ``[first_ts, first_ts + window)``, or
+    for a covariate's lookback (negative seconds) in ``[first_ts - lookback, first_ts)``. A
+    recomputation, not a fold: a late exposure that moves a unit's first exposure earlier moves
+    its window (one index range scan on ``outcome (experiment_id, unit_id)`` per unit)."""
+    if touched:
+        units = (
+            "analysis_touched t JOIN analysis_unit a "
+            "ON a.experiment_id = :e AND a.unit_id = t.unit_id"
+        )
+        forget = (
+            "DELETE FROM analysis_unit_window w USING analysis_touched t "
+            "WHERE w.experiment_id = :e AND w.name = :name AND w.window_seconds = :seconds "
+            "AND w.unit_id = t.unit_id"
+        )
+    else:
+        units = "analysis_unit a"
+        forget = (
+            "DELETE FROM analysis_unit_window WHERE experiment_id = :e AND name = :name "
+            "AND window_seconds = :seconds"
+        )
+    refold = f"""
+    WITH ins AS (
+      INSERT INTO analysis_unit_window
+        (experiment_id, name, window_seconds, unit_id, value_sum, value_count, positive)
+      SELECT :e, :name, :seconds, a.unit_id, coalesce(sum(o.value::numeric), 0), count(*),
+             coalesce(bool_or(o.value > 0), false)
+      FROM {units}
+      JOIN outcome o
+        ON o.experiment_id = :e AND o.unit_id = a.unit_id AND o.name = :name AND o.id <= :o_hi
+       AND o.ts >= a.first_ts + make_interval(secs => least(:seconds, 0))
+       AND o.ts < a.first_ts + make_interval(secs => greatest(:seconds, 0))
+      WHERE a.experiment_id = :e
+      GROUP BY a.unit_id
+      ORDER BY a.unit_id
+      RETURNING 1
+    )
+    SELECT count(*) FROM ins
+    """
+    written = 0
+    for name, seconds in plan.unit_windows:
+        values = {**params, "name": name, "seconds": seconds}
+        session.execute(text(forget), values)
+        written += int(session.execute(text(refold), values).scalar_one())
+    return written
+
+
+def _refold_segments(
+    session: Session, params: dict[str, object], plan: RollupPlan, *, touched: bool
+) -> int:
+    """The segment of the touched units (or of every unit): each feature's value in the unit's
+    first prediction, ordered by ``(ts, id)`` ('' when the unit has no prediction or the feature
+    is absent). Recomputed, not folded: a late, earlier prediction changes it."""
+    if touched:
+        units = "analysis_touched t JOIN analysis_unit a ON a.experiment_id = :e AND a.unit_id = t.unit_id"
+        forget = (
+            "DELETE FROM analysis_unit_segment g USING analysis_touched t "
+            "WHERE g.experiment_id = :e AND g.feature = :feature AND g.unit_id = t.unit_id"
+        )
+    else:
+        units = "analysis_unit a"
+        forget = "DELETE FROM analysis_unit_segment WHERE experiment_id = :e AND feature = :feature"
+    refold = f"""
+    WITH ins AS (
+      INSERT INTO analysis_unit_segment (experiment_id, feature, unit_id, segment)
+      SELECT :e, :feature, a.unit_id, coalesce(
+        (SELECT p.features ->> :feature FROM prediction p
+         WHERE p.experiment_id = :e AND p.unit_id = a.unit_id AND p.id <= :p_hi
+         ORDER BY p.ts, p.id LIMIT 1), '')
+      FROM {units}
+      WHERE a.experiment_id = :e
+      ORDER BY a.unit_id
+      RETURNING 1
+    )
+    SELECT count(*) FROM ins
+    """
+    written = 0
+    for feature in plan.segment_features:
+        values = {**params, "feature": feature}
+        session.execute(text(forget), values)
+        written += int(session.execute(text(refold), values).scalar_one())
+    return written
 
 
 # --- folds: new events into the per-unit rows -------------------------------------------------------

@@ -34,7 +34,7 @@ from abstats.errors import Conflict
 from abstats.experiments import repository
 from abstats.experiments.state import experiment_spec, experiment_state
 from abstats.logging import get_logger
-from abstats.stats import ArmStats
+from abstats.stats import ArmStats, CovariateStats
 
 log = get_logger(__name__)
 
@@ -202,7 +202,8 @@ def compute_result(
         mixed_units=mixed,
         first_seen=aggregate.first_unit_seen(session, experiment.id) if units else None,
         metrics={
-            m.key: _metric_data(session, experiment.id, m, units, key_of) for m in spec.metrics
+            m.key: _metric_data(session, experiment.id, m, units, key_of, cutoff)
+            for m in spec.metrics
         },
         drift=latest_drift(session, experiment.id),
         previous_state=dict(previous.result.get("sequential_state", {})) if previous else {},
@@ -246,6 +247,9 @@ def _metric_data(
     metric: MetricSpec,
     units: dict[Cell, aggregate.UnitCell],
     key_of: dict[int, str],
+    cutoff: datetime,
+    *,
+    with_covariate: bool = True,
 ) -> MetricData:
     """Sufficient statistics per variant and epoch, and the metric's events per variant."""
     arms: Arms = {}
@@ -259,6 +263,49 @@ def _metric_data(
         events[variant] = events.get(variant, 0) + n_events
 
     e = experiment_id
+    if metric.kind in ("proportion", "mean") and metric.window_seconds is not None:
+        assert metric.outcome is not None
+        windowed, waiting = aggregate.window_cells(
+            session, e, metric.outcome, metric.window_seconds, cutoff
+        )
+        for cell, oc in windowed.items():
+            if metric.kind == "proportion":
+                put(cell, oc.proportion, oc.proportion.successes)
+            else:
+                put(cell, oc.mean, oc.units_with_outcome)
+        pending = {key_of[vid]: n for vid, n in waiting.items() if vid in key_of}
+        return MetricData(arms, events, pending)
+    if (
+        with_covariate
+        and metric.kind in ("proportion", "mean")
+        and metric.lookback_seconds is not None
+    ):
+        assert metric.outcome is not None
+        covariates: dict[str, dict[int, CovariateStats]] = {}
+        for (vid, epoch), cs in aggregate.cuped_cells(
+            session,
+            e,
+            metric.outcome,
+            metric.lookback_seconds,
+            proportion=metric.kind == "proportion",
+        ).items():
+            if vid in key_of:
+                covariates.setdefault(key_of[vid], {})[epoch] = cs
+        plain = _metric_data(session, e, metric, units, key_of, cutoff, with_covariate=False)
+        return MetricData(plain.arms, plain.events, covariates=covariates, segments=plain.segments)
+    if metric.kind in ("proportion", "mean") and metric.segment_by is not None:
+        assert metric.outcome is not None
+        by_segment: dict[str, Arms] = {}
+        for segment, segment_cells in aggregate.segment_cells(
+            session, e, metric.segment_by, metric.outcome
+        ).items():
+            for (vid, epoch), oc in segment_cells.items():
+                if vid in key_of:
+                    stats = oc.proportion if metric.kind == "proportion" else oc.mean
+                    by_segment.setdefault(segment, {}).setdefault(key_of[vid], {})[epoch] = stats
+        segments_data = by_segment
+    else:
+        segments_data = {}
     if metric.kind in ("proportion", "mean"):
         assert metric.outcome is not None
         cap = None
@@ -308,7 +355,7 @@ def _metric_data(
     elif metric.kind == "error_rate":
         for cell, uc in units.items():
             put(cell, uc.errors, uc.requests)
-    return MetricData(arms, events)
+    return MetricData(arms, events, segments=segments_data)
 
 
 def latest_drift(session: Session, experiment_id: int) -> list[DriftCheck]:

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 import abstats
 from abstats.analysis import endpoints as analysis
+from abstats.analysis import plan_endpoints as planning
 from abstats.api import health
 from abstats.api.guard import install_request_guard
 from abstats.api.metrics import install_request_metrics
@@ -26,7 +27,7 @@ from abstats.reports import endpoints as reports
 from abstats.scheduler import endpoints as pipeline
 
 # Each domain package exposes ``router`` in its ``endpoints`` module; mounted here, in this order.
-DOMAIN_ROUTERS = (experiments, ingest, analysis, control, reports, pipeline)
+DOMAIN_ROUTERS = (experiments, ingest, analysis, planning, control, reports, pipeline)
 
 
 def create_app(*, with_lifespan_hooks: bool = True) -> FastAPI:

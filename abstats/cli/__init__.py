@@ -13,6 +13,7 @@ from abstats.cli import demo as _demo  # noqa: F401
 from abstats.cli import experiments as _experiments  # noqa: F401
 from abstats.cli import ingest as _ingest  # noqa: F401
 from abstats.cli import keys as _keys  # noqa: F401
+from abstats.cli import plan as _plan  # noqa: F401
 from abstats.cli import policy as _policy  # noqa: F401
 from abstats.cli import report as _report  # noqa: F401
 from abstats.cli import scheduler as _scheduler  # noqa: F401

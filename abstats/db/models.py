@@ -414,6 +414,32 @@ class AnalysisUnitOutcome(Base):
     last_ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
+class AnalysisUnitWindow(Base):
+    """Per unit, outcome name and attribution window: sum and count of the outcome's values
+    stamped within the window after the unit's first exposure, and whether any was > 0."""
+
+    __tablename__ = "analysis_unit_window"
+
+    experiment_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_seconds: Mapped[int] = mapped_column(Integer, primary_key=True)
+    unit_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    value_sum: Mapped[Any] = mapped_column(Numeric, nullable=False)
+    value_count: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    positive: Mapped[bool] = mapped_column(Boolean, nullable=False)
+
+
+class AnalysisUnitSegment(Base):
+    """Per unit and feature: the feature's value in the unit's first prediction ('' without)."""
+
+    __tablename__ = "analysis_unit_segment"
+
+    experiment_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    feature: Mapped[str] = mapped_column(String(64), primary_key=True)
+    unit_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    segment: Mapped[str] = mapped_column(Text, nullable=False)
+
+
 class AnalysisUnitClassification(Base):
     """Per unit and (label outcome, threshold): confusion counts and log-loss sums of the unit's
     predictions joined to their label outcome on request_id."""

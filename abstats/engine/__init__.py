@@ -7,6 +7,9 @@ No database, no HTTP (import-linter contracts in ``pyproject.toml``).
 - ``rules``: the one rule table; ``decide`` (applied by the control service) and ``recommend``
   (the same table, applied to nothing) cannot disagree.
 - ``ramp`` and ``bandit``: ramp positions and weight vectors; Thompson shares for every kind.
+- ``plan``: units per variant and days to a decision before launch (``POST /v1/plan``,
+  ``abstats plan``), and each primary metric's planned sample in the snapshot.
+- ``segments``: per-segment effects of a metric (BH, Cochran's Q); reported, never decisive.
 - ``words``: every number and sentence a person reads.
 
 ``docs/architecture.md`` shows where the engine sits between the SQL of ``abstats.analysis`` and

@@ -41,6 +41,20 @@ class VariantValue(_Model):
     ci_upper: float | None = None
 
 
+class Adjustment(_Model):
+    """Covariate adjustment (CUPED) of a comparison: the coefficient, the share of the outcome's
+    variance it removed, and the unadjusted result for comparison."""
+
+    covariate: str
+    theta: float
+    variance_reduction: float = Field(description="1 - adjusted variance / raw variance")
+    raw_absolute_effect: float | None = None
+    raw_relative_effect: float | None = None
+    raw_ci_lower: float | None = None
+    raw_ci_upper: float | None = None
+    raw_p_value: float | None = None
+
+
 class Comparison(_Model):
     """A treatment variant against the control on one metric."""
 
@@ -76,6 +90,9 @@ class Comparison(_Model):
     )
     margin: Amount | None = None
     inference: str = "always_valid"
+    adjustment: Adjustment | None = Field(
+        default=None, description="Covariate adjustment: the effect above is the adjusted one"
+    )
 
     @property
     def decision_p_value(self) -> float | None:
@@ -90,6 +107,39 @@ class Comparison(_Model):
         return Amount.parse(v) if isinstance(v, str | int | float) else v
 
 
+class SegmentEffect(_Model):
+    """One segment's effect of a treatment (difference ``t - c``, this look's fixed-sample test)."""
+
+    segment: str = Field(description="The feature's value in the units' first prediction")
+    control_units: int
+    treatment_units: int
+    status: Status = "ok"
+    control_value: float | None = None
+    treatment_value: float | None = None
+    absolute_effect: float | None = None
+    relative_effect: float | None = None
+    ci_lower: float | None = Field(default=None, description="95% interval of t - c")
+    ci_upper: float | None = None
+    p_value: float | None = None
+    p_value_bh: float | None = Field(
+        default=None, description="Benjamini-Hochberg across this breakdown's segments"
+    )
+    significant: bool = Field(default=False, description="p_value_bh below alpha")
+
+
+class SegmentBreakdown(_Model):
+    """A metric broken down by a feature for one treatment. Reported only: no rule reads it."""
+
+    feature: str
+    variant: str
+    segments: list[SegmentEffect]
+    left_out: int = Field(default=0, description="Segments beyond the largest ones shown")
+    heterogeneity_q: float | None = Field(default=None, description="Cochran's Q")
+    heterogeneity_df: int = 0
+    heterogeneity_p_value: float | None = None
+    i_squared: float | None = None
+
+
 class MetricResult(_Model):
     metric: str
     kind: str
@@ -97,6 +147,16 @@ class MetricResult(_Model):
     direction: Literal["increase", "decrease"] | None
     variants: dict[str, VariantValue]
     comparisons: list[Comparison]
+    window: str | None = Field(
+        default=None, description="Attribution window: outcomes count only this long after exposure"
+    )
+    pending_units: dict[str, int] = Field(
+        default_factory=dict,
+        description="Attribution window: units per variant left out until their window closes",
+    )
+    segments: list[SegmentBreakdown] = Field(
+        default_factory=list, description="segment_by: per-segment effects (never decide)"
+    )
 
 
 class SrmResult(_Model):
@@ -141,6 +201,18 @@ class Gates(_Model):
         return self.min_units_met and self.min_events_met and self.min_runtime_met
 
 
+class PlanProgress(_Model):
+    """Progress of one primary metric toward its planned sample (``abstats.engine.plan``)."""
+
+    metric: str
+    units_per_variant: int = Field(description="The smallest variant's units so far.")
+    planned_units_per_variant: int | None = Field(
+        description="The policy's max_units_per_variant, else the plan for the policy's mde "
+        "from the control's observed value (None while it cannot support one)."
+    )
+    source: Literal["policy", "observed_control"]
+
+
 class SnapshotResult(_Model):
     experiment: str
     cutoff: datetime
@@ -169,6 +241,10 @@ class SnapshotResult(_Model):
         default=1,
         description="Tests that can roll back (guardrails x treatments, + primaries x treatments "
         "when on_primary_worse): each runs at alpha / rollback_tests",
+    )
+    progress: list[PlanProgress] = Field(
+        default_factory=list,
+        description="Every primary metric's progress toward its planned sample",
     )
     recommendation: str = Field(
         default="keep running", description="What the statistics alone suggest"

@@ -95,6 +95,46 @@ class MetricSpec(BaseModel):
     )
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     statistic: LatencyStatistic | None = None
+    window: str | float | None = Field(
+        default=None,
+        description="proportion, mean: count only outcomes within this long after the unit's "
+        "first exposure ('7d'); units whose window has not closed by the cut-off wait",
+    )
+
+    covariate: Literal["pre_exposure"] | None = Field(
+        default=None,
+        description="proportion, mean: adjust for the unit's value of the same outcome before its "
+        "first exposure (CUPED)",
+    )
+    lookback: str | float = Field(
+        default="14d", description="covariate: how far before the first exposure to look ('14d')"
+    )
+
+    segment_by: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="proportion, mean: break the metric down by this categorical feature of "
+        "each unit's first prediction (reported only; never decides)",
+    )
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback(cls, v: str | float) -> str | float:
+        seconds = parse_duration(v)
+        if not 3600 <= seconds <= 366 * 86400 or seconds != int(seconds):
+            raise ValueError("lookback must be a whole number of seconds between 1h and 366d")
+        return v
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, v: str | float | None) -> str | float | None:
+        if v is not None:
+            seconds = parse_duration(v)
+            if not 3600 <= seconds <= 366 * 86400:
+                raise ValueError("window must be between 1h and 366d, e.g. '7d'")
+            if seconds != int(seconds):
+                raise ValueError("window must be a whole number of seconds")
+        return v
 
     @field_validator("margin")
     @classmethod
@@ -118,6 +158,26 @@ class MetricSpec(BaseModel):
         missing = [f for f in need[self.kind] if getattr(self, f) is None]
         if missing:
             raise ValueError(f"a {self.kind} metric needs {' and '.join(missing)}")
+        if self.window is not None and self.kind not in ("proportion", "mean"):
+            raise ValueError(
+                f"window applies to proportion and mean metrics, not to {self.kind} metrics"
+            )
+        if self.covariate is not None and self.kind not in ("proportion", "mean"):
+            raise ValueError(
+                f"covariate applies to proportion and mean metrics, not to {self.kind} metrics"
+            )
+        if self.covariate is not None and (self.window is not None or self.winsorize is not None):
+            raise ValueError(
+                "covariate cannot be combined with window or winsorize yet: drop one of them"
+            )
+        if self.segment_by is not None and self.kind not in ("proportion", "mean"):
+            raise ValueError(
+                f"segment_by applies to proportion and mean metrics, not to {self.kind} metrics"
+            )
+        if self.segment_by is not None and self.window is not None:
+            raise ValueError("segment_by cannot be combined with window yet: drop one of them")
+        if self.window is not None and self.winsorize is not None:
+            raise ValueError("window and winsorize cannot be combined yet: drop one of them")
         if self.role == "guardrail" and self.effective_direction is None:
             raise ValueError("a guardrail needs a direction: 'increase' or 'decrease' is good")
         if self.role == "guardrail" and self.margin is None:
@@ -137,6 +197,16 @@ class MetricSpec(BaseModel):
         if self.kind == "classification":
             return "increase"
         return None
+
+    @cached_property
+    def window_seconds(self) -> int | None:
+        """The attribution window in whole seconds, or None."""
+        return None if self.window is None else int(parse_duration(self.window))
+
+    @cached_property
+    def lookback_seconds(self) -> int | None:
+        """The covariate's lookback in whole seconds, or None without a covariate."""
+        return None if self.covariate is None else int(parse_duration(self.lookback))
 
     @cached_property
     def margin_amount(self) -> Amount | None:

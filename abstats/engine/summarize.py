@@ -18,12 +18,16 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from abstats.engine.plan import planned_units
 from abstats.engine.rules import ExperimentState, recommend, rollback_tests
+from abstats.engine.segments import breakdown
 from abstats.engine.snapshot import (
+    Adjustment,
     Comparison,
     DriftCheck,
     Gates,
     MetricResult,
+    PlanProgress,
     SnapshotResult,
     SrmResult,
     VariantValue,
@@ -34,6 +38,8 @@ from abstats.stats import (
     BinnedScores,
     ClusteredHistogram,
     ComparisonResult,
+    CovariateStats,
+    CupedAdjustment,
     EpochCounts,
     InferenceDesign,
     MeanStats,
@@ -43,6 +49,7 @@ from abstats.stats import (
     Weighting,
     compare,
     compare_stratified,
+    cuped,
     estimate,
     holm,
     srm_check_epochs,
@@ -72,6 +79,12 @@ class MetricData:
 
     arms: Arms
     events: Mapping[str, int]
+    # attribution windows: units left out because their window has not closed, per variant
+    pending: Mapping[str, int] = field(default_factory=dict)
+    # covariate adjustment: per variant and epoch, the outcome with its pre-exposure covariate
+    covariates: Mapping[str, Mapping[int, CovariateStats]] = field(default_factory=dict)
+    # segment_by: segment -> variant -> epoch -> statistics
+    segments: Mapping[str, Arms] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -144,6 +157,10 @@ def summarize(spec: ExperimentSpec, data: Aggregates, state: ExperimentState) ->
                 design,
                 prev_comparisons,
                 rollback_family=family,
+                covariates=(
+                    metric_data.covariates.get(spec.control, {}),
+                    metric_data.covariates.get(treatment, {}),
+                ),
             )
             new_comparisons.update(states)
             comparisons.append(comparison)
@@ -154,10 +171,24 @@ def summarize(spec: ExperimentSpec, data: Aggregates, state: ExperimentState) ->
                 role=metric.role,
                 direction=metric.effective_direction,
                 variants={
-                    v: variant_value(metric, metric_data.arms.get(v, {}), data.units.get(v, 0))
+                    v: variant_value(
+                        metric,
+                        metric_data.arms.get(v, {}),
+                        data.units.get(v, 0) - metric_data.pending.get(v, 0),
+                    )
                     for v in spec.variants
                 },
                 comparisons=comparisons,
+                window=None if metric.window is None else str(metric.window),
+                pending_units={v: n for v, n in metric_data.pending.items() if n},
+                segments=[
+                    breakdown(
+                        metric.segment_by, metric_data.segments, spec.control, t, policy.alpha
+                    )
+                    for t in spec.treatments
+                ]
+                if metric.segment_by is not None
+                else [],
             )
         )
     holm_primaries(results, policy.alpha)
@@ -192,6 +223,7 @@ def summarize(spec: ExperimentSpec, data: Aggregates, state: ExperimentState) ->
         gates=gates,
         rollback_tests=family,
         metrics=results,
+        progress=[_progress(spec, m) for m in results if m.role == "primary"],
         srm=srm,
         drift=list(data.drift),
         sequential_state={
@@ -218,6 +250,41 @@ def _gates(spec: ExperimentSpec, data: Aggregates) -> Gates:
         units_per_variant=units,
         primary_events_per_variant=primary_events,
         runtime_seconds=max(runtime, 0.0),
+    )
+
+
+def _progress(spec: ExperimentSpec, metric: MetricResult) -> PlanProgress:
+    """How far a primary metric is from its planned sample: the policy's horizon when it has
+    one, else the plan for the policy's mde from the control's observed value and per-unit sd
+    (``sd = std_error * sqrt(units)``, which holds for every kind's estimator)."""
+    policy = spec.policy
+    active = [v for v in spec.variants if v not in spec.retired]
+    have = min((metric.variants[v].units for v in active if v in metric.variants), default=0)
+    if policy.max_units_per_variant is not None:
+        return PlanProgress(
+            metric=metric.metric,
+            units_per_variant=have,
+            planned_units_per_variant=policy.max_units_per_variant,
+            source="policy",
+        )
+    control = metric.variants.get(spec.control)
+    sd = None
+    if control is not None and control.std_error is not None and control.units > 1:
+        sd = control.std_error * math.sqrt(control.units)
+    planned = planned_units(
+        kind=metric.kind,
+        control_value=control.value if control is not None and control.units > 1 else None,
+        control_sd=sd,
+        mde=policy.mde_amount,
+        alpha=policy.alpha,
+        inference=policy.inference,
+        candidates=max(len(active) - 1, 1),
+    )
+    return PlanProgress(
+        metric=metric.metric,
+        units_per_variant=have,
+        planned_units_per_variant=planned,
+        source="observed_control",
     )
 
 
@@ -289,6 +356,7 @@ def _comparison(
     previous: Mapping[str, Any],
     *,
     rollback_family: int,
+    covariates: tuple[Mapping[int, CovariateStats], Mapping[int, CovariateStats]] = ({}, {}),
 ) -> tuple[Comparison, dict[str, object]]:
     """The two-sided comparison and, for a guardrail with a margin, the non-inferiority test;
     with the sequential states to carry. A guardrail's two-sided test is one of the tests that
@@ -298,6 +366,21 @@ def _comparison(
     two_sided = design
     if metric.role == "guardrail":
         two_sided = replace(design, alpha=design.alpha / rollback_family)
+    raw: ComparisonResult | None = None
+    adjustment = None
+    if metric.covariate is not None:
+        adjusted = _cuped_arms(*covariates)
+        if adjusted is not None:
+            raw_key = f"{state_key}/raw"
+            raw = compare_arms(
+                metric,
+                control_arms,
+                treatment_arms,
+                two_sided,
+                SequentialState.from_dict(previous.get(raw_key)),
+            )
+            raw_state = {raw_key: raw.state.to_dict()}
+            adjustment, control_arms, treatment_arms = adjusted
     outcome = compare_arms(
         metric,
         control_arms,
@@ -307,6 +390,18 @@ def _comparison(
     )
     comparison = to_comparison(metric, treatment, outcome)
     states: dict[str, object] = {state_key: outcome.state.to_dict()}
+    if raw is not None and adjustment is not None:
+        states.update(raw_state)
+        comparison.adjustment = Adjustment(
+            covariate=metric.covariate or "",
+            theta=adjustment.theta,
+            variance_reduction=adjustment.variance_reduction,
+            raw_absolute_effect=_finite(raw.absolute_effect),
+            raw_relative_effect=_finite(raw.relative_effect),
+            raw_ci_lower=_finite(raw.ci_lower),
+            raw_ci_upper=_finite(raw.ci_upper),
+            raw_p_value=_finite(raw.p_value),
+        )
     if metric.role == "guardrail" and metric.margin_amount is not None:
         # one-sided non-inferiority at alpha, in the metric's good direction
         ni_key = f"{state_key}/non_inferiority"
@@ -322,6 +417,22 @@ def _comparison(
         comparison.p_value_non_inferiority = _finite(ni.non_inferiority_p_value)
         states[ni_key] = ni.state.to_dict()
     return comparison, states
+
+
+def _cuped_arms(
+    control: Mapping[int, CovariateStats], treatment: Mapping[int, CovariateStats]
+) -> tuple[CupedAdjustment, dict[int, ArmStats], dict[int, ArmStats]] | None:
+    """The adjusted outcomes per epoch (:func:`abstats.stats.cuped`, one theta over the epochs
+    where both arms have units); None when there is nothing to adjust."""
+    shared = sorted(e for e in set(control) & set(treatment) if control[e].n and treatment[e].n)
+    if not shared:
+        return None
+    adjustment = cuped([(control[e], treatment[e]) for e in shared])
+    return (
+        adjustment,
+        {e: c for e, (c, _) in zip(shared, adjustment.strata, strict=True)},
+        {e: t for e, (_, t) in zip(shared, adjustment.strata, strict=True)},
+    )
 
 
 def compare_arms(

@@ -22,7 +22,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from abstats.engine.snapshot import Comparison, DriftCheck, MetricResult, SrmResult
+    from abstats.engine.plan import Plan, PlanRequest
+    from abstats.engine.snapshot import (
+        Comparison,
+        DriftCheck,
+        MetricResult,
+        SegmentBreakdown,
+        SrmResult,
+    )
 
 MISSING = "n/a"
 
@@ -291,3 +298,100 @@ def verdict_losses(variant: str, rows: Iterable[Row]) -> str:
         if r.variant == variant and r.role in ("guardrail", "primary") and r.outcome == "worse"
     ]
     return "; ".join(f"{r.metric} worse in {variant} by {_row_effect(r)}" for r in worse)
+
+
+# --- planning --------------------------------------------------------------------------------------
+
+
+def days(x: float) -> str:
+    """Days to a decision: ``0.4 days``, ``3.2 days``, ``41 days``."""
+    return f"{x:.1f} days" if x < 10 else f"{x:,.0f} days"
+
+
+def plan_summary(request: PlanRequest, plan: Plan) -> str:
+    """``1,234 units per variant (always-valid, 80% power for a +5% change at alpha 0.05): about
+    3.2 days at 10,000 units/day under the ramp 5% -> 25% -> 50% (1.2x a fixed-horizon test).``"""
+    mde = request.mde_amount
+    change = f"{mde.value * 100:+g}%" if mde.relative else num(mde.value)
+    split = (
+        "the ramp " + " -> ".join(share(s) for s in request.ramp.steps)
+        if request.ramp is not None
+        else f"a {share(request.split if request.split is not None else 50.0)} candidate share"
+    )
+    text = (
+        f"{plan.units_per_variant:,} units per variant ({inference(plan.inference)}, "
+        f"{share(plan.power * 100)} power for a {change} change at alpha "
+        f"{plan.alpha_per_comparison:.3g}): about {days(plan.days_to_decision)} at "
+        f"{request.traffic_per_day:,.0f} units/day under {split}"
+    )
+    if plan.inference != "fixed":
+        text += f" at the latest ({plan.sequential_inflation:.2f}x a fixed-horizon test)"
+    return text + "."
+
+
+def plan_progress(metric: str, have: int, planned: int | None, seconds: float) -> str:
+    """``conversion: 4,012 of 12,500 units per variant (32%), about 2.1 days more at the current
+    rate``."""
+    if planned is None:
+        return f"{metric}: no plan yet (the control's value cannot support one)"
+    done = min(have / planned, 1.0) if planned else 1.0
+    text = f"{metric}: {have:,} of {planned:,} units per variant ({done:.0%})"
+    if have >= planned:
+        return text + ", planned sample reached"
+    if seconds > 0 and have > 0:
+        text += f", about {duration((planned - have) * seconds / have)} more at the current rate"
+    return text
+
+
+def plan_step(candidate_share: float, days_held: float, control: int, per_candidate: int) -> str:
+    """``candidate share 5%: 1.0 days, control 9,500 units, each candidate 500``."""
+    return (
+        f"candidate share {share(candidate_share)}: {days(days_held)}, control {control:,} "
+        f"units, each candidate {per_candidate:,}"
+    )
+
+
+def window_pending(metric: str, window: str, pending: Mapping[str, int]) -> str:
+    """``conversion (window 7d): 1,234 units wait for their window to close (v1 800, v2 434)``."""
+    waiting = sum(pending.values())
+    if not waiting:
+        return f"{metric} (window {window}): every unit's window has closed"
+    return (
+        f"{metric} (window {window}): {waiting:,} units wait for their window to close "
+        f"({counts(pending)})"
+    )
+
+
+def adjustment_note(metric: str, c: Comparison) -> str:
+    """``revenue in v2: adjusted +2.1% [+0.5%, +3.7%], raw +2.4% [-0.3%, +5.1%] (pre_exposure,
+    theta 0.69, variance -48%)``."""
+    a = c.adjustment
+    if a is None:
+        return f"{metric} in {c.variant}: not adjusted"
+    raw = effect_parts(
+        c.ci_scale, a.raw_relative_effect, a.raw_absolute_effect, a.raw_ci_lower, a.raw_ci_upper
+    )
+    return (
+        f"{metric} in {c.variant}: adjusted {effect(c)}, raw {raw} ({a.covariate}, theta "
+        f"{a.theta:.3g}, variance -{a.variance_reduction:.0%})"
+    )
+
+
+def segment_summary(metric: str, b: SegmentBreakdown) -> str:
+    """``conversion by country in v2: 4 segments; significant after BH: de +0.0123 [+0.004,
+    +0.021]; heterogeneity Q=3.1 (df 3), p=0.38``."""
+    shown = len(b.segments)
+    more = f" (+{b.left_out} smaller left out)" if b.left_out else ""
+    found = [
+        f"{s.segment or '(none)'} {effect_parts('absolute', None, s.absolute_effect, s.ci_lower, s.ci_upper)}"
+        for s in b.segments
+        if s.significant
+    ]
+    text = f"{metric} by {b.feature} in {b.variant}: {shown} segments{more}; "
+    text += "significant after BH: " + ", ".join(found) if found else "none significant after BH"
+    if b.heterogeneity_q is not None:
+        text += (
+            f"; heterogeneity Q={b.heterogeneity_q:.3g} (df {b.heterogeneity_df}), "
+            f"{p_clause(b.heterogeneity_p_value)}"
+        )
+    return text

@@ -377,6 +377,50 @@ def _checks(snap: SnapshotResult, now: datetime, status: str) -> list[Check]:
             ),
         )
     )
+    adjusted = [
+        words.adjustment_note(m.metric, c)
+        for m in snap.metrics
+        for c in m.comparisons
+        if c.adjustment is not None
+    ]
+    if adjusted:
+        checks.append(Check("Covariate adjustment", None, "; ".join(adjusted)))
+    breakdowns = [words.segment_summary(m.metric, b) for m in snap.metrics for b in m.segments]
+    if breakdowns:
+        checks.append(Check("Segments", None, "; ".join(breakdowns)))
+    windowed = [m for m in snap.metrics if m.window is not None]
+    if windowed:
+        checks.append(
+            Check(
+                "Attribution windows",
+                None,
+                "; ".join(
+                    words.window_pending(m.metric, m.window or "", m.pending_units)
+                    for m in windowed
+                ),
+            )
+        )
+    if snap.progress:
+        reached = all(
+            p.planned_units_per_variant is not None
+            and p.units_per_variant >= p.planned_units_per_variant
+            for p in snap.progress
+        )
+        checks.append(
+            Check(
+                "Planned sample",
+                True if reached else None,
+                "; ".join(
+                    words.plan_progress(
+                        p.metric,
+                        p.units_per_variant,
+                        p.planned_units_per_variant,
+                        snap.runtime_seconds,
+                    )
+                    for p in snap.progress
+                ),
+            )
+        )
     return checks
 
 

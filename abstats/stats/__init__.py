@@ -32,6 +32,11 @@ Comparison
     ``compare(ProportionStats(15000, 0), ProportionStats(15000, 0), design=..., alternative="less",
     relative=False, margin=0.01, margin_relative=False).non_inferior is True``.
 
+Covariate adjustment (CUPED)
+    ``CovariateStats(n, sum_y, sum_y2, sum_x, sum_x2, sum_xy)`` per (arm, stratum);
+    ``cuped(strata) -> CupedAdjustment(theta, mean_x, variance_reduction, strata)``: one pooled
+    ``theta``, the adjusted outcomes as ``MeanStats`` strata for ``compare_stratified``.
+
 Sequential inference
     Mixture SPRT (Johari et al. 2017; Howard et al. 2021): ``always_valid_p_value``,
     ``confidence_sequence``, ``tuned_mixing_variance``, ``optimal_mixing_ratio``; with a planned
@@ -43,7 +48,8 @@ Sequential inference
 
 Checks
     ``srm_check``, ``srm_check_epochs`` (with ``EpochCounts``), ``expected_counts``;
-    ``holm``, ``benjamini_hochberg``; ``psi``, ``jensen_shannon_distance``,
+    ``holm``, ``benjamini_hochberg``; ``cochran_q`` (heterogeneity across segments);
+    ``psi``, ``jensen_shannon_distance``,
     ``chi_square_homogeneity``, ``binned_ks``, ``drift_check``, ``flag_drift``;
     ``minimum_sample_gate``.
 
@@ -53,7 +59,9 @@ Per-arm estimates
     Woodruff).
 
 Planning and allocation
-    ``required_units_per_arm``, ``sample_size_per_arm``, ``fixed_power``, ``sequential_power``;
+    ``required_units_per_arm``, ``sample_size_per_arm``, ``fixed_power``, ``sequential_power``,
+    ``sequential_units_per_arm`` (with ``required_drift``, the planned sample of a sequential
+    design);
     ``thompson_allocation``.
 
 Reference implementations (tested against statsmodels and scipy)
@@ -75,6 +83,7 @@ from abstats.stats._always_valid import (
 from abstats.stats._bandit import thompson_allocation
 from abstats.stats._classification import AucEstimate, auc_delong, auc_difference_test
 from abstats.stats._compare import ArmStats, Weighting, compare, compare_stratified
+from abstats.stats._cuped import CovariateStats, CupedAdjustment, cuped
 from abstats.stats._design import (
     Alternative,
     InferenceDesign,
@@ -99,13 +108,16 @@ from abstats.stats._group_sequential import (
     spending_boundaries,
     stopping_probabilities,
 )
+from abstats.stats._heterogeneity import Heterogeneity, cochran_q
 from abstats.stats._multiplicity import benjamini_hochberg, holm
 from abstats.stats._power import (
     MetricKind,
     fixed_power,
+    required_drift,
     required_units_per_arm,
     sample_size_per_arm,
     sequential_power,
+    sequential_units_per_arm,
 )
 from abstats.stats._quantile import QuantileEstimate, clustered_quantile
 from abstats.stats._results import (
@@ -149,10 +161,13 @@ __all__ = [
     "ClusteredHistogram",
     "ComparisonResult",
     "ConfusionStats",
+    "CovariateStats",
+    "CupedAdjustment",
     "DriftResult",
     "EpochCounts",
     "Estimate",
     "GateResult",
+    "Heterogeneity",
     "InferenceDesign",
     "InferenceMethod",
     "MeanStats",
@@ -178,10 +193,12 @@ __all__ = [
     "chi_square_homogeneity",
     "classical_boundaries",
     "clustered_quantile",
+    "cochran_q",
     "compare",
     "compare_stratified",
     "confidence_sequence",
     "crossing_probability",
+    "cuped",
     "drift_check",
     "estimate",
     "expected_counts",
@@ -198,9 +215,11 @@ __all__ = [
     "newcombe_interval",
     "optimal_mixing_ratio",
     "psi",
+    "required_drift",
     "required_units_per_arm",
     "sample_size_per_arm",
     "sequential_power",
+    "sequential_units_per_arm",
     "spending_boundaries",
     "srm_check",
     "srm_check_epochs",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -14,7 +15,7 @@ from abstats.stats._always_valid import (
     mixture_boundary,
     optimal_mixing_ratio,
 )
-from abstats.stats._design import Alternative, InferenceDesign
+from abstats.stats._design import Alternative, InferenceDesign, InferenceMethod
 from abstats.stats._group_sequential import crossing_probability, spending_boundaries
 
 MetricKind = Literal["proportion", "mean"]
@@ -267,3 +268,100 @@ def sequential_power(
         )
         bounds_z.append(-lower)
     return crossing_probability(bounds_z, fractions, drift=drift, two_sided=two_sided)
+
+
+_CANONICAL_UNITS = 1_000_000  # a horizon large enough that rounding it changes nothing
+
+
+@functools.lru_cache(maxsize=64)
+def required_drift(
+    method: InferenceMethod,
+    alpha: float,
+    power: float,
+    looks: int,
+    alternative: Alternative = "two-sided",
+) -> float:
+    """The expected z-statistic at the planned sample (``effect / se_N``) at which ``method``
+    reaches ``power`` with ``looks`` equally spaced looks up to it.
+
+    The boundaries of every design depend only on information fractions (group sequential:
+    Lan-DeMets spending at the looks; always valid with a horizon: the horizon-calibrated
+    mixture boundary), so the power is a function of this drift alone, found once per design
+    by root finding on :func:`sequential_power` of a unit-variance problem."""
+    if not (0 < alpha < 1 and 0 < power < 1):
+        raise ValueError("alpha and power must be in (0, 1)")
+    fixed = float(stats.norm.isf(_side_alpha(alpha, alternative))) + float(stats.norm.ppf(power))
+    if method == "fixed":
+        return fixed
+    design = InferenceDesign(
+        method=method, alpha=alpha, mde_relative=0.02, max_units_per_variant=_CANONICAL_UNITS
+    )
+    se = math.sqrt(2.0 / _CANONICAL_UNITS)
+
+    def shortfall(drift: float) -> float:
+        return (
+            sequential_power(
+                design,
+                baseline=0.0,
+                mde=drift * se,
+                kind="mean",
+                sd=1.0,
+                units_per_arm=_CANONICAL_UNITS,
+                looks=looks,
+                relative=False,
+                alternative=alternative,
+            )
+            - power
+        )
+
+    # looking more than once never helps: the fixed design's drift is a lower bound
+    low, high = max(fixed, 1e-3), max(fixed, 1e-3) * 1.3
+    while shortfall(high) < 0:
+        low, high = high, high * 1.3
+        if high > 100:
+            raise ValueError("the requested power is out of reach for this design")
+    # within 1e-3 of the root, then rounded up by that much: the plan never falls short of the
+    # power asked for (a 0.06% larger sample at most)
+    return float(optimize.brentq(shortfall, low, high, xtol=1e-3)) + 1e-3
+
+
+def sequential_units_per_arm(
+    method: InferenceMethod,
+    *,
+    baseline: float,
+    mde: float,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    kind: MetricKind = "proportion",
+    sd: float | None = None,
+    relative: bool = True,
+    alternative: Alternative = "two-sided",
+    looks: int = 20,
+) -> float:
+    """Unrounded planned units per arm (the design's ``max_units_per_variant``) at which a
+    sequential ``method`` reaches ``power`` for ``mde``, looking ``looks`` times up to it:
+    ``N = required_drift^2 * v / effect^2`` with ``effect`` and the per-unit variance ``v`` on
+    the scale :func:`sequential_power` tests (``log(t / c)`` when ``relative``). ``fixed``:
+    :func:`sample_size_per_arm`."""
+    if method == "fixed":
+        return sample_size_per_arm(
+            baseline,
+            mde,
+            alpha=alpha,
+            power=power,
+            kind=kind,
+            sd=sd,
+            relative=relative,
+            alternative=alternative,
+        )
+    control, treatment, var_c, var_t = _arms(baseline, mde, kind, sd, relative)
+    if relative:
+        effect = math.log(treatment / control)
+        unit_variance = var_t / treatment**2 + var_c / control**2
+    else:
+        effect = treatment - control
+        unit_variance = var_t + var_c
+    if effect == 0:
+        raise ValueError("mde must be non-zero")
+    drift = required_drift(method, alpha, power, looks, alternative)
+    return drift**2 * unit_variance / effect**2
