@@ -28,8 +28,8 @@ def plan_command(
     step_duration: str | None = typer.Option(None, help="Each ramp step's duration, e.g. '1d'."),
     candidates: int | None = typer.Option(None, help="Candidates besides the control."),
     inference: str | None = typer.Option(None, help="always_valid, group_sequential or fixed."),
-    alpha: float | None = typer.Option(None),
-    power: float | None = typer.Option(None),
+    alpha: float | None = typer.Option(None, help="Significance level (default 0.05)."),
+    power: float | None = typer.Option(None, help="Power to detect the MDE (default 0.8)."),
     looks: int | None = typer.Option(None, help="Analyses up to the planned sample."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
 ) -> None:
