@@ -1,5 +1,7 @@
 """FastAPI request dependencies shared by every domain's endpoints: the database session (the
-edge that commits) and API-key auth. Lives below the domains so their endpoints can import it."""
+edge that commits) and API-key auth. Lives below the domains so their endpoints can import it;
+API keys themselves are ``abstats.keys`` (an import-linter contract keeps both from importing
+any domain package, so there is no loop through ``abstats.experiments``)."""
 
 from __future__ import annotations
 
@@ -12,10 +14,10 @@ from fastapi import Depends, Request
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from abstats import keys
 from abstats.db.engine import is_connection_error, new_session
 from abstats.errors import DatabaseUnavailable, Forbidden, Unauthorized
-from abstats.experiments import keys
-from abstats.experiments.keys import Principal
+from abstats.keys import Principal
 
 
 def get_session() -> Iterator[Session]:

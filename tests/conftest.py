@@ -116,7 +116,7 @@ def client(db_session: Session) -> Iterator[TestClient]:
 
     from abstats.api.app import create_app
     from abstats.deps import get_session
-    from abstats.experiments.keys import clear_cache
+    from abstats.keys import clear_cache
 
     def _override() -> Iterator[Session]:
         yield db_session
@@ -138,13 +138,13 @@ def committed_engine(engine: Engine) -> Iterator[Engine]:
     tables = ", ".join(f'"{t.name}"' for t in reversed(Base.metadata.sorted_tables))
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    from abstats.experiments.keys import clear_cache
+    from abstats.keys import clear_cache
 
     clear_cache()
 
 
 def _make_key(session: Session, scope: str) -> str:
-    from abstats.experiments.keys import create_key
+    from abstats.keys import create_key
 
     return create_key(session, scope=scope, name=f"test {scope}").secret
 

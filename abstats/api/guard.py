@@ -6,7 +6,7 @@ database connection on it (README, section Security). Plain ASGI, in front of th
    key and fail as a 500) -> 422 naming the parameter.
 3. ``/v1``: the bearer token is checked before any byte of the body is read. A token that is not
    of the key format is refused without a lookup; known keys come from an in-process cache keyed
-   by the token's hash (``abstats.experiments.keys``). A refused request with a body is answered
+   by the token's hash (``abstats.keys``). A refused request with a body is answered
    with ``Connection: close``, so the body it was sending is never read, let alone parsed.
 4. The body is read completely here, before the app runs: a slow or stalled sender holds no
    database connection (the handler, which takes one, starts once the body is in), it gets 408
@@ -32,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from abstats import keys
 from abstats.api.problems import error_problem, pool_exhausted, problem_response
 from abstats.config import get_settings
 from abstats.db.engine import is_connection_error
@@ -43,7 +44,6 @@ from abstats.errors import (
     InvalidInput,
     Unauthorized,
 )
-from abstats.experiments import keys
 
 EVENTS_PATH = "/v1/events"
 DISCONNECTED = "abstats.client_disconnected"

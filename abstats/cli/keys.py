@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from abstats import keys as key_service
 from abstats.cli.main import app, fail, when
 from abstats.db.engine import session_scope
 from abstats.db.models import API_SCOPES
-from abstats.experiments import keys as key_service
 
 keys_app = typer.Typer(
     help="API keys: create (the secret is shown once), list, revoke.", no_args_is_help=True

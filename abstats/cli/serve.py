@@ -7,11 +7,11 @@ from pathlib import Path
 
 import typer
 
+from abstats import keys as key_service
 from abstats.cli.main import app
 from abstats.config import get_settings
 from abstats.db import migrate
 from abstats.db.engine import get_engine, session_scope
-from abstats.experiments import keys as key_service
 from abstats.logging import get_logger
 
 _log = get_logger(__name__)

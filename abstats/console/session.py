@@ -26,7 +26,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy.orm import Session
 
 from abstats.config import get_settings
-from abstats.experiments.keys import Principal, digest, lookup
+from abstats.keys import Principal, digest, lookup
 
 SESSION_COOKIE = "abstats_console"
 LOGIN_COOKIE = "abstats_console_login"

@@ -31,8 +31,8 @@ from abstats.engine import words
 from abstats.engine.snapshot import SnapshotResult
 from abstats.errors import AbstatsError, FieldProblem, InvalidInput
 from abstats.experiments import repository
-from abstats.experiments.keys import digest, lookup, well_formed
 from abstats.experiments.state import experiment_spec
+from abstats.keys import digest, lookup, well_formed
 from abstats.reports import charts
 from abstats.reports import service as reports
 from abstats.reports.model import (

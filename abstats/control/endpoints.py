@@ -16,8 +16,8 @@ from abstats.db.engine import get_engine
 from abstats.db.models import Decision
 from abstats.deps import AdminKey, ReadKey, SessionDep, check_scope, request_principal
 from abstats.errors import FieldProblem, InvalidInput
-from abstats.experiments.keys import Principal
-from abstats.experiments.keys import clear_cache as clear_key_cache
+from abstats.keys import Principal
+from abstats.keys import clear_cache as clear_key_cache
 
 router = APIRouter(prefix="/v1/experiments", tags=["control"])
 

@@ -10,10 +10,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response
 
+from abstats import keys as key_service
 from abstats.db.models import EXPERIMENT_STATUSES
 from abstats.deps import AdminKey, ReadKey, SessionDep
 from abstats.errors import FieldProblem, InvalidInput
-from abstats.experiments import keys as key_service
 from abstats.experiments import repository, service
 from abstats.experiments.schemas import (
     ExperimentCreate,

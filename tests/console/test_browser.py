@@ -91,7 +91,7 @@ def _build_history(now: datetime) -> str:
     from abstats.db.engine import session_scope
     from abstats.db.models import OutboxItem
     from abstats.experiments import repository
-    from abstats.experiments.keys import create_key
+    from abstats.keys import create_key
     from tests.control.conftest import add_snapshot, make_experiment
     from tests.control.snapshots import comparison, good_guardrail, primary, snapshot
 

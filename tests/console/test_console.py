@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from abstats.console import session as console_session
 from abstats.db.models import Decision
-from abstats.experiments.keys import create_key, revoke_key
+from abstats.keys import create_key, revoke_key
 from tests.control.test_whatif import _running_with_history
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from abstats.control import service
 from abstats.control.assign import rendezvous_variant
 from abstats.db.models import Exposure
-from abstats.experiments.keys import create_key
+from abstats.keys import create_key
 from tests.control.conftest import make_experiment
 
 SALT = "5f0e1c2b"
@@ -72,7 +72,7 @@ def test_units_move_only_into_grown_or_out_of_shrunk_variants(
 @pytest.fixture
 def api(committed: Engine) -> Iterator[tuple[TestClient, dict[str, str]]]:
     from abstats.api.app import create_app
-    from abstats.experiments.keys import clear_cache
+    from abstats.keys import clear_cache
 
     with Session(committed) as session, session.begin():
         make_experiment(session, "assign-exp", policy={"ramp": None})

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from abstats.experiments.keys import create_key
+from abstats.keys import create_key
 
 EXPERIMENT = {
     "key": "churn",

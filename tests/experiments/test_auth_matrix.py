@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from abstats.api.app import create_app
 from abstats.db.models import API_SCOPES
-from abstats.experiments.keys import create_key
+from abstats.keys import create_key
 
 
 def v1_routes() -> list[tuple[str, str, str]]:

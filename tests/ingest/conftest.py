@@ -55,8 +55,8 @@ def live_server(committed_engine: Engine) -> Iterator[LiveServer]:
     experiment 'churn' (v1, v2) plus ingest and admin keys."""
     import uvicorn
 
+    from abstats import keys
     from abstats.api.app import create_app
-    from abstats.experiments import keys
     from abstats.experiments.schemas import parse_create
     from abstats.experiments.service import create_experiment, invalidate_refs
 

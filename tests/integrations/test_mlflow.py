@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from abstats.control.outbox import deliver_pending
 from abstats.db.models import OutboxItem
-from abstats.experiments.keys import create_key
 from abstats.integrations.mlflow import ModelRef, parse_model_uri
+from abstats.keys import create_key
 
 
 @pytest.fixture

@@ -234,9 +234,9 @@ def main() -> None:
         from abstats.control import service
         from abstats.db import migrate
         from abstats.db.engine import get_engine, reset_engine
-        from abstats.experiments.keys import create_key
         from abstats.experiments.schemas import parse_create
         from abstats.experiments.service import create_experiment
+        from abstats.keys import create_key
 
         get_settings.cache_clear()
         reset_engine()

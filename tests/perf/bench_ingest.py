@@ -285,7 +285,7 @@ def main() -> int:
         os.environ["ABSTATS_DATABASE_URL"] = sa_url
         from sqlalchemy.orm import Session
 
-        from abstats.experiments import keys
+        from abstats import keys
         from abstats.experiments.schemas import parse_create
         from abstats.experiments.service import create_experiment
 

@@ -107,7 +107,7 @@ class Seeded:
 
 def seed(engine: Engine, spec: dict[str, Any] | None = None) -> Seeded:
     """The experiment ``spec`` (draft) and an ingest and an admin key, committed."""
-    from abstats.experiments import keys
+    from abstats import keys
     from abstats.experiments.schemas import parse_create
     from abstats.experiments.service import create_experiment
 

@@ -123,9 +123,9 @@ def test_every_reference_in_the_served_schema_resolves(engine: Engine) -> None:
 def test_generated_requests_to_every_operation_get_no_5xx(committed_engine: Engine) -> None:
     import schemathesis
 
+    from abstats import keys
     from abstats.api.app import create_app
     from abstats.control import service as control
-    from abstats.experiments import keys
     from abstats.experiments.schemas import parse_create
     from abstats.experiments.service import create_experiment, invalidate_refs
 

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, insert
 from sqlalchemy.orm import Session
 
 from abstats.db.models import Experiment, Prediction, Variant, WeightEpoch
-from abstats.experiments.keys import create_key
+from abstats.keys import create_key
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 

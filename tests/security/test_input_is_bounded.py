@@ -17,12 +17,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from abstats import keys
 from abstats.api.app import create_app
 from abstats.config import get_settings
 from abstats.control import service
 from abstats.control.assign import ExposureLogger
 from abstats.db.engine import get_engine, reset_engine
-from abstats.experiments import keys, repository
+from abstats.experiments import repository
 from abstats.ingest.service import ExposureRecord
 from tests.control.conftest import make_experiment
 from tests.security.conftest import experiment, field_messages, problem

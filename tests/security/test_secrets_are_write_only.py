@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from abstats import keys
 from abstats.db.models import ApiKey, ApiKeyEvent
-from abstats.experiments import keys
 from abstats.reports import service as reports
 from tests.security.conftest import experiment
 
