@@ -143,11 +143,13 @@ http {{
 
     @staticmethod
     def _get(client: httpx.Client, unit: str) -> str:
-        """One GET, retried once when a reload closed the kept-alive connection under it (an old
-        nginx worker closes its idle connections as it exits; clients retry idempotent requests)."""
+        """One GET, retried once when a reload closed or reset the kept-alive connection under it
+        (an old nginx worker closes its idle connections as it exits, which a client sees as a
+        closed connection or, when the close races its request, a reset (ECONNRESET, seen in CI);
+        clients retry idempotent requests)."""
         try:
             return client.get("/", headers={"X-Unit-Id": unit}).text
-        except httpx.RemoteProtocolError:
+        except (httpx.RemoteProtocolError, httpx.ReadError):
             return client.get("/", headers={"X-Unit-Id": unit}).text
 
     def wait_for(self, expected: set[str], timeout: float = 10.0) -> Counter[str]:
