@@ -183,6 +183,7 @@ def compute_result(
     # a weight change committed after the fold read the epochs: stratify by the history used here
     ensure_cell_epochs(session, experiment.id, RollupPlan.from_metrics(list(spec.metrics)), starts)
     key_of = {v.id: v.key for v in experiment.variants}
+    confirmations = repository.epoch_confirmations(session, experiment.id)  # read once
     units = aggregate.unit_cells(session, experiment.id)
     per_variant = {v: 0 for v in spec.variants}
     by_epoch: dict[str, dict[str, int]] = {str(e.epoch): {} for e in history}
@@ -207,22 +208,22 @@ def compute_result(
         },
         drift=latest_drift(session, experiment.id),
         previous_state=dict(previous.result.get("sequential_state", {})) if previous else {},
-        settling=_settling(session, experiment.id, history, key_of, cutoff),
+        settling=_settling(session, experiment.id, history, confirmations, key_of, cutoff),
     )
-    return summarize(spec, data, experiment_state(session, experiment))
+    return summarize(spec, data, experiment_state(session, experiment, confirmations=confirmations))
 
 
 def _settling(
     session: Session,
     experiment_id: int,
     history: list[WeightEpoch],
+    confirmed: dict[int, datetime | None],
     key_of: dict[int, str],
     cutoff: datetime,
 ) -> dict[str, dict[str, int]]:
     """Units first exposed in each epoch before its router confirmed the weights (plus
     ``ABSTATS_EPOCH_SETTLE_SECONDS``): epoch -> variant -> units."""
     settle = timedelta(seconds=get_settings().epoch_settle_seconds)
-    confirmed = repository.epoch_confirmations(session, experiment_id)
     windows = []
     for i, epoch in enumerate(history):
         following = history[i + 1].started_at if i + 1 < len(history) else None

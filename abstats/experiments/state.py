@@ -6,6 +6,7 @@ outbox (``abstats.control``), keyed by the decision id.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -49,9 +50,15 @@ def experiment_spec(experiment: Experiment) -> ExperimentSpec:
         ) from exc
 
 
-def experiment_state(session: Session, experiment: Experiment) -> ExperimentState:
+def experiment_state(
+    session: Session,
+    experiment: Experiment,
+    *,
+    confirmations: Mapping[int, datetime | None] | None = None,
+) -> ExperimentState:
     """Status, current weights and epoch, retired variants and recent decisions: what the rule
-    table needs to know of the experiment besides its snapshot."""
+    table needs to know of the experiment besides its snapshot. ``confirmations``: the result of
+    ``repository.epoch_confirmations`` when the caller has read it already."""
     epoch = repository.current_epoch(session, experiment.id)
     if epoch is None:
         raise Conflict(f"Experiment {experiment.key!r} has no weight history; start it first.")
@@ -67,9 +74,9 @@ def experiment_state(session: Session, experiment: Experiment) -> ExperimentStat
         )
         for d in repository.list_decisions(session, experiment.id, limit=HISTORY_DEPTH)
     ]
-    confirmed = repository.epoch_confirmations(session, experiment.id).get(
-        epoch.epoch, epoch.started_at
-    )
+    if confirmations is None:
+        confirmations = repository.epoch_confirmations(session, experiment.id)
+    confirmed = confirmations.get(epoch.epoch, epoch.started_at)
     return ExperimentState(
         status=experiment.status,
         control=experiment.control_variant,
