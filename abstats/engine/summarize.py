@@ -143,27 +143,28 @@ def summarize(spec: ExperimentSpec, data: Aggregates, state: ExperimentState) ->
     )
     for metric in spec.metrics:
         metric_data = data.metrics.get(metric.key, MetricData({}, {}))
-        comparisons = []
         if policy.inference == "fixed" and metric.role != "guardrail" and metric.key in frozen:
             # a fixed design tests once, at the first look that reaches the planned sample; its
             # result is final (re-testing later looks would inflate the error rate)
             comparisons = [Comparison.model_validate(c) for c in frozen[metric.key]]
-        for treatment in spec.treatments if not comparisons else ():
-            comparison, states = _comparison(
-                metric,
-                treatment,
-                metric_data.arms.get(spec.control, {}),
-                metric_data.arms.get(treatment, {}),
-                design,
-                prev_comparisons,
-                rollback_family=family,
-                covariates=(
-                    metric_data.covariates.get(spec.control, {}),
-                    metric_data.covariates.get(treatment, {}),
-                ),
-            )
-            new_comparisons.update(states)
-            comparisons.append(comparison)
+        else:
+            comparisons = []
+            for treatment in spec.treatments:
+                comparison, states = _comparison(
+                    metric,
+                    treatment,
+                    metric_data.arms.get(spec.control, {}),
+                    metric_data.arms.get(treatment, {}),
+                    design,
+                    prev_comparisons,
+                    rollback_family=family,
+                    covariates=(
+                        metric_data.covariates.get(spec.control, {}),
+                        metric_data.covariates.get(treatment, {}),
+                    ),
+                )
+                new_comparisons.update(states)
+                comparisons.append(comparison)
         results.append(
             MetricResult(
                 metric=metric.key,
