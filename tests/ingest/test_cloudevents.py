@@ -21,25 +21,14 @@ from sqlalchemy.orm import Session
 
 from abstats.db.models import CloudEventPair, Experiment, Prediction, Variant
 from abstats.ingest.cloudevents import prune_pairs
+from tests.ingest.conftest import EXPERIMENT as INGEST_EXPERIMENT
 
 REQUEST = "org.kubeflow.serving.inference.request"
 RESPONSE = "org.kubeflow.serving.inference.response"
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
 
 EXPERIMENT = {
-    "key": "churn",
-    "name": "Churn",
-    "control": "v1",
-    "variants": [{"key": "v1"}, {"key": "v2"}],
-    "metrics": [
-        {
-            "key": "conversion",
-            "kind": "proportion",
-            "outcome": "converted",
-            "role": "primary",
-            "direction": "increase",
-        }
-    ],
+    **INGEST_EXPERIMENT,
     "integrations": {
         "cloudevents": {
             "sources": [
