@@ -24,6 +24,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from abstats.analysis.rollup import (
+    AUC_BIN_SUMS,
+    AUC_SUMS,
     CLASS_SUMS,
     CUPED_SUMS,
     LATENCY_EDGES,
@@ -47,6 +49,7 @@ from abstats.stats import (
     MeanStats,
     ProportionStats,
     RatioStats,
+    ScoreClusters,
 )
 
 Cell = tuple[int, int]  # (variant id, epoch)
@@ -77,6 +80,8 @@ def _cells(
         "latency": LATENCY_SUMS,
         "window": WINDOW_SUMS,
         "cuped": CUPED_SUMS,
+        "aucbin": AUC_BIN_SUMS,
+        "auc": AUC_SUMS,
     }[family]
     rows = session.execute(
         text(
@@ -520,24 +525,27 @@ def classification_cells(
     return cells
 
 
-def auc_by_variant(session: Session, experiment_id: int, label: str) -> dict[int, BinnedScores]:
-    """Label counts per score bin, by the variant that served the prediction (pooled over
-    epochs: DeLong's AUC has no stratified form here)."""
-    rows = session.execute(
-        text(
-            """
-            SELECT variant_id, bin, positives, negatives FROM analysis_score_bin
-            WHERE experiment_id = :e AND label = :label
-            """
-        ),
-        {"e": experiment_id, "label": label},
-    )
-    positives: dict[int, list[int]] = {}
-    negatives: dict[int, list[int]] = {}
-    for vid, bin_, pos, neg in rows:
-        positives.setdefault(int(vid), [0] * SCORE_BINS)[int(bin_) - 1] = int(pos)
-        negatives.setdefault(int(vid), [0] * SCORE_BINS)[int(bin_) - 1] = int(neg)
-    return {vid: BinnedScores(tuple(positives[vid]), tuple(negatives[vid])) for vid in positives}
+def auc_cells(session: Session, experiment_id: int, label: str) -> dict[Cell, BinnedScores]:
+    """Label counts per score bin and the units' score moments per (variant, epoch): AUC with
+    DeLong's variance clustered by unit, stratified by weight epoch like every other metric."""
+    counts: dict[Cell, tuple[list[int], list[int]]] = {}
+    for (vid, epoch, bin_), s in _cells(session, experiment_id, "aucbin", label).items():
+        positives, negatives = counts.setdefault((vid, epoch), ([0] * SCORE_BINS, [0] * SCORE_BINS))
+        positives[bin_ - 1] = _i(s["positives"])
+        negatives[bin_ - 1] = _i(s["requests"]) - _i(s["positives"])
+    clusters = {
+        (vid, epoch): ScoreClusters(_i(s["units"]), tuple(_f(s[name]) for name in AUC_SUMS[1:]))
+        for (vid, epoch, _), s in _cells(session, experiment_id, "auc", label).items()
+    }
+    return {
+        cell: BinnedScores(
+            tuple(pos),
+            tuple(neg),
+            clusters[cell].units if cell in clusters else None,
+            clusters.get(cell),
+        )
+        for cell, (pos, neg) in counts.items()
+    }
 
 
 def latency_histograms(session: Session, experiment_id: int) -> dict[Cell, ClusteredHistogram]:

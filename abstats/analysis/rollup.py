@@ -61,7 +61,7 @@ from sqlalchemy.orm import Session
 
 from abstats.engine.specs import MetricSpec
 from abstats.logging import get_logger
-from abstats.stats import log_spaced_bin_edges
+from abstats.stats import AUC_CLUSTER_DEGREE, log_spaced_bin_edges
 
 log = get_logger(__name__)
 
@@ -212,6 +212,36 @@ _CUPED_SQL = (
 )
 assert len(_LATENCY_SQL) == len(LATENCY_SUMS) and len(_WINDOW_SQL) == len(WINDOW_SUMS)
 assert len(_CUPED_SQL) == len(CUPED_SUMS)
+# AUC: per (variant, epoch, score bin) the labelled requests and the positives among them; per
+# (variant, epoch) the units and the Gram sums of their score moments (abstats.stats.ScoreClusters)
+AUC_BIN_SUMS = ("requests", "positives")
+# a unit's score moments (abstats.stats.ScoreClusters): p0 = its positives, p1..p5 = their sums
+# of c, ..., c^5 with c = 2 bin - (B + 1) the bin's code; n0..n5 the same for its negatives
+AUC_MOMENTS = tuple(f"{side}{k}" for side in ("p", "n") for k in range(AUC_CLUSTER_DEGREE + 1))
+AUC_SUMS = (
+    "units",
+    *(f"{a}_{b}" for i, a in enumerate(AUC_MOMENTS) for b in AUC_MOMENTS[i:]),
+)
+_AUC_CODE = f"(2 * bin - {SCORE_BINS + 1})"
+_AUC_MOMENT_SQL = ", ".join(
+    f"sum({column}{''.join(f' * {_AUC_CODE}' for _ in range(k))})::int8"
+    for column in ("positives", "negatives")
+    for k in range(AUC_CLUSTER_DEGREE + 1)
+)
+# a unit's sparse score histogram merged with a fold's (sorted bins, counts per bin)
+_AUC_MERGED = """
+      SELECT array_agg(m.bin ORDER BY m.bin), array_agg(m.positives ORDER BY m.bin),
+             array_agg(m.negatives ORDER BY m.bin)
+      FROM (SELECT t.bin, sum(t.positives)::int8 AS positives, sum(t.negatives)::int8 AS negatives
+            FROM unnest(a.bins || excluded.bins, a.positives || excluded.positives,
+                        a.negatives || excluded.negatives) AS t (bin, positives, negatives)
+            GROUP BY t.bin) m
+"""
+_AUC_SQL = (
+    "count(*)",
+    *(f"sum(a.{x}::numeric * a.{y})" for i, x in enumerate(AUC_MOMENTS) for y in AUC_MOMENTS[i:]),
+)
+assert len(_AUC_SQL) == len(AUC_SUMS)
 # segments: the outcome over every unit of a (segment, variant, epoch); key [feature, outcome,
 # segment]
 SEGMENT_SUMS = ("units", "positive", "value", "value_sq")
@@ -632,7 +662,7 @@ _ROW_TABLES = {
     "segments": "analysis_unit_segment",
     "latency": "analysis_unit_latency",
     "classification": "analysis_unit_classification",
-    "auc": "analysis_score_bin",
+    "auc": "analysis_unit_score",
 }
 
 
@@ -672,7 +702,7 @@ ROLLUP_TABLES = {
     "analysis_unit_window": "name, window_seconds, unit_id",
     "analysis_unit_segment": "feature, unit_id",
     "analysis_unit_classification": "label, threshold, unit_id",
-    "analysis_score_bin": "label, variant_id, bin",
+    "analysis_unit_score": "label, unit_id",
     "analysis_unit_latency": "unit_id",
     "analysis_cell": "family, key, variant_id, epoch, bin",
 }
@@ -827,6 +857,24 @@ def _sum_cells(
             f"LEFT JOIN analysis_unit_outcome o ON o.experiment_id = :e AND o.name = :gn{i} "
             "AND o.unit_id = u.unit_id "
             "GROUP BY key, u.variant_id, u.epoch"
+        )
+    for i, label in enumerate(plan.auc_labels):
+        params[f"al{i}"] = label
+        # the label counts per score bin, and the Gram sums of the units' score moments
+        # (abstats.stats.ScoreClusters: z = positives and their sums of c^1..c^5, then the same
+        # for negatives, with c the bin's code 2 bin - (B + 1))
+        families.append(
+            f"SELECT 'aucbin', CAST(:al{i} AS text), u.variant_id, u.epoch, s.bin, "
+            "ARRAY[sum(s.positives + s.negatives), sum(s.positives)]::numeric[] "
+            f"FROM u JOIN analysis_unit_score a ON a.experiment_id = :e AND a.label = :al{i} "
+            "AND a.unit_id = u.unit_id "
+            "CROSS JOIN LATERAL unnest(a.bins, a.positives, a.negatives) AS s (bin, positives, "
+            "negatives) GROUP BY u.variant_id, u.epoch, s.bin"
+        )
+        families.append(
+            f"SELECT 'auc', CAST(:al{i} AS text), u.variant_id, u.epoch, 0, {_array(_AUC_SQL)} "
+            f"FROM u JOIN analysis_unit_score a ON a.experiment_id = :e AND a.label = :al{i} "
+            "AND a.unit_id = u.unit_id GROUP BY u.variant_id, u.epoch"
         )
     if plan.latency_quantiles:
         # per bin of a unit's histogram: its requests c, the unit's requests at or below it L
@@ -1150,18 +1198,21 @@ WITH pairs AS ({{pairs}}), judged AS (
     log_loss_n = a.log_loss_n + excluded.log_loss_n
   RETURNING 1
 ), binned AS (
-  SELECT label, variant_id,
-         least(greatest(width_bucket(score, 0, 1, {SCORE_BINS}), 1), {SCORE_BINS}) AS bin,
+  SELECT label, unit_id,
+         least(greatest(width_bucket(score, 0, 1, {SCORE_BINS}), 1), {SCORE_BINS})::smallint AS bin,
          count(*) FILTER (WHERE true_value >= 0.5) AS positives,
          count(*) FILTER (WHERE true_value < 0.5) AS negatives
   FROM pairs WHERE score IS NOT NULL AND label = ANY(:auc_labels)
   GROUP BY 1, 2, 3
 ), auc AS (
-  INSERT INTO analysis_score_bin AS a
-    (experiment_id, label, variant_id, bin, positives, negatives)
-  SELECT :e, label, variant_id, bin, positives, negatives FROM binned
-  ON CONFLICT (experiment_id, label, variant_id, bin) DO UPDATE SET
-    positives = a.positives + excluded.positives, negatives = a.negatives + excluded.negatives
+  INSERT INTO analysis_unit_score AS a
+    (experiment_id, label, unit_id, bins, positives, negatives, {", ".join(AUC_MOMENTS)})
+  SELECT :e, label, unit_id, array_agg(bin ORDER BY bin), array_agg(positives ORDER BY bin),
+         array_agg(negatives ORDER BY bin), {_AUC_MOMENT_SQL}
+  FROM binned GROUP BY label, unit_id ORDER BY label, unit_id
+  ON CONFLICT (experiment_id, label, unit_id) DO UPDATE SET
+    (bins, positives, negatives) = ({_AUC_MERGED}),
+    {", ".join(f"{z} = a.{z} + excluded.{z}" for z in AUC_MOMENTS)}
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM classification), (SELECT count(*) FROM auc)

@@ -9,7 +9,7 @@ statistical step and every rule lives in :mod:`abstats.engine`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -329,14 +329,10 @@ def _metric_data(
     elif metric.kind == "classification":
         assert metric.label is not None and metric.measure is not None
         if metric.measure == "auc":
-            # DeLong's AUC is pooled over epochs for now (epoch 0); its units are the variant's
-            # units, so gates and group-sequential information count units, not requests
-            variant_units: dict[int, int] = {}
-            for (vid, _), uc in units.items():
-                variant_units[vid] = variant_units.get(vid, 0) + uc.units
-            for vid, scores in aggregate.auc_by_variant(session, e, metric.label).items():
-                scores = replace(scores, units=variant_units.get(vid, scores.n_units))
-                put((vid, 0), scores, sum(scores.positives) + sum(scores.negatives))
+            # per (variant, epoch) like every other metric; its units (not its requests) count
+            # for gates and group-sequential information
+            for cell, scores in aggregate.auc_cells(session, e, metric.label).items():
+                put(cell, scores, sum(scores.positives) + sum(scores.negatives))
         else:
             cells = aggregate.classification_cells(
                 session, e, metric.label, float(metric.threshold)

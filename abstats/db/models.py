@@ -458,17 +458,31 @@ class AnalysisUnitClassification(Base):
     log_loss_n: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
-class AnalysisScoreBin(Base):
-    """Labelled prediction scores on fixed bins per serving variant (AUC, DeLong)."""
+class AnalysisUnitScore(Base):
+    """Per unit and label outcome: the unit's labelled predictions as a sparse histogram on the
+    score bins (ascending bins with their positives and negatives) and its score moments (AUC
+    with DeLong's variance clustered by unit; migration 0008)."""
 
-    __tablename__ = "analysis_score_bin"
+    __tablename__ = "analysis_unit_score"
 
     experiment_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     label: Mapped[str] = mapped_column(String(64), primary_key=True)
-    variant_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    bin: Mapped[int] = mapped_column(Integer, primary_key=True)
-    positives: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    negatives: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    unit_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    bins: Mapped[list[int]] = mapped_column(ARRAY(SmallInteger), nullable=False)
+    positives: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), nullable=False)
+    negatives: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), nullable=False)
+    p0: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    p1: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    p2: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    p3: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    p4: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    p5: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    n0: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    n1: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    n2: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    n3: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    n4: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    n5: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
 class AnalysisUnitLatency(Base):

@@ -14,7 +14,8 @@ Sufficient statistics (frozen dataclasses, ``+``, ``.empty()``)
     ``is_proportion=True`` (numerator = the unit's errors, denominator = its calls).
     ``ConfusionStats``: per-unit confusion counts; ``.ratio_stats("precision" | "recall" |
     "accuracy" | "f1")``. Log loss is a ``RatioStats`` (per-unit sum of losses / requests).
-    ``BinnedScores(positives, negatives, units=None)``: label counts per score bin (AUC, DeLong).
+    ``BinnedScores(positives, negatives, units=None, clusters=None)``: label counts per score bin
+    (AUC, DeLong), with ``ScoreClusters`` (per-unit moments) for the variance clustered by unit.
     ``ClusteredHistogram(bin_edges, counts, square_increments, cross_increments, units)`` on
     ``log_spaced_bin_edges()``: latency quantiles with a clustered Woodruff interval.
 
@@ -135,13 +136,16 @@ from abstats.stats._srm import (
     srm_check_epochs,
 )
 from abstats.stats._sufficient import (
+    AUC_CLUSTER_DEGREE,
     BinnedScores,
     ClusteredHistogram,
     ConfusionStats,
     MeanStats,
     ProportionStats,
     RatioStats,
+    ScoreClusters,
     log_spaced_bin_edges,
+    score_basis_codes,
 )
 from abstats.stats._tests import (
     TestOutcome,
@@ -154,6 +158,7 @@ from abstats.stats._tests import (
 )
 
 __all__ = [
+    "AUC_CLUSTER_DEGREE",
     "Alternative",
     "ArmStats",
     "AucEstimate",
@@ -175,6 +180,7 @@ __all__ = [
     "ProportionStats",
     "QuantileEstimate",
     "RatioStats",
+    "ScoreClusters",
     "SequentialState",
     "SpendingKind",
     "SrmMethod",
@@ -218,6 +224,7 @@ __all__ = [
     "required_drift",
     "required_units_per_arm",
     "sample_size_per_arm",
+    "score_basis_codes",
     "sequential_power",
     "sequential_units_per_arm",
     "spending_boundaries",

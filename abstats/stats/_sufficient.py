@@ -358,6 +358,78 @@ _CONFUSION_MEASURES: dict[str, tuple[tuple[int, int, int, int], tuple[int, int, 
 }
 
 
+# Degree of the polynomial basis in which a unit's labelled scores are summarised for DeLong's
+# variance clustered by unit (see :class:`ScoreClusters`).
+AUC_CLUSTER_DEGREE = 5
+
+
+def score_basis_codes(bins: int) -> np.ndarray:
+    """The integer code of each score bin in the clustered-AUC basis: ``c_b = 2 b - (B + 1)`` for
+    bins ``b = 1..B`` (centred odd integers, so every power of it is an exact integer in SQL)."""
+    return 2 * np.arange(1, bins + 1, dtype=np.int64) - (bins + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreClusters:
+    """Per-unit moments of labelled scores, for DeLong's AUC variance clustered by unit.
+
+    For unit ``u`` let ``z_u = (m_u, sum c, ..., sum c^5, n_u, sum c, ..., sum c^5)``: its positive
+    requests' count and the sums of the powers of their score bins' codes ``c`` (see
+    :func:`score_basis_codes`), then the same for its negative requests. ``units`` counts the
+    units and ``products`` holds the upper triangle of ``sum_u z_u z_u^T`` row by row: integers,
+    exact in SQL (``sum(z_i * z_j)`` over one row per unit) and additive across epochs.
+
+    With a unit's placement sums ``s_u = sum_{i in u} V10_i`` approximated as ``a . z_u``, where
+    ``V10(c) ~ a0 + a1 c + ... + a5 c^5`` is a least-squares fit, ``sum_u (s_u - m_u A)^2`` is a
+    quadratic form in ``products``: see :func:`abstats.stats.auc_delong`.
+    """
+
+    units: int = 0
+    products: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        size = 2 * (AUC_CLUSTER_DEGREE + 1)
+        if self.products and len(self.products) != size * (size + 1) // 2:
+            raise ValueError(f"products must hold the {size * (size + 1) // 2} upper-triangle sums")
+        _check_non_negative("units", self.units)
+
+    @classmethod
+    def from_units(cls, positives: ArrayLike, negatives: ArrayLike) -> ScoreClusters:
+        """From per-unit bin counts: ``positives[u, b]`` and ``negatives[u, b]`` (the reference
+        for the SQL, and what simulations use)."""
+        pos = np.asarray(positives, dtype=np.int64)
+        neg = np.asarray(negatives, dtype=np.int64)
+        if pos.ndim != 2 or pos.shape != neg.shape:
+            raise ValueError("positives and negatives must be (units, bins) arrays of one shape")
+        codes = score_basis_codes(pos.shape[1])
+        powers = np.vstack([codes**k for k in range(AUC_CLUSTER_DEGREE + 1)]).T  # (B, D + 1)
+        z = np.hstack([pos @ powers, neg @ powers])  # (U, 2(D + 1)), exact integers
+        keep = z[:, 0] + z[:, AUC_CLUSTER_DEGREE + 1] > 0
+        z = z[keep].astype(object)  # Python integers: the products are exact, as in SQL
+        gram = z.T @ z
+        upper = np.triu_indices(gram.shape[0])
+        return cls(int(keep.sum()), tuple(float(x) for x in gram[upper]))
+
+    def gram(self) -> np.ndarray:
+        """``sum_u z_u z_u^T`` as a symmetric matrix."""
+        size = 2 * (AUC_CLUSTER_DEGREE + 1)
+        gram = np.zeros((size, size))
+        gram[np.triu_indices(size)] = self.products
+        return gram + np.triu(gram, 1).T
+
+    def __add__(self, other: ScoreClusters) -> ScoreClusters:
+        if not isinstance(other, ScoreClusters):
+            return NotImplemented
+        if not other.products:  # nothing clustered on that side
+            return self
+        if not self.products:
+            return other
+        return ScoreClusters(
+            self.units + other.units,
+            tuple(a + b for a, b in zip(self.products, other.products, strict=True)),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class BinnedScores:
     """Labelled prediction scores binned on fixed edges, for ROC AUC with DeLong's variance.
@@ -373,12 +445,16 @@ class BinnedScores:
         Per-bin counts of requests with label 1 and 0.
     units : int or None
         Units contributing the requests, for sample gates and group-sequential information;
-        defaults to the number of requests. (DeLong's variance treats requests as independent.)
+        defaults to ``clusters.units``, else to the number of requests.
+    clusters : ScoreClusters or None
+        The per-unit moments that cluster DeLong's variance by unit; without them the variance
+        treats requests as independent.
     """
 
     positives: tuple[int, ...] = ()
     negatives: tuple[int, ...] = ()
     units: int | None = None
+    clusters: ScoreClusters | None = None
 
     def __post_init__(self) -> None:
         if len(self.positives) != len(self.negatives):
@@ -391,22 +467,41 @@ class BinnedScores:
         """No scores in ``bins`` bins."""
         return cls((0,) * bins, (0,) * bins, 0)
 
+    @classmethod
+    def from_units(cls, positives: ArrayLike, negatives: ArrayLike) -> BinnedScores:
+        """Per-unit bin counts (``[unit, bin]``) summed, with their clustered moments."""
+        pos = np.asarray(positives, dtype=np.int64)
+        neg = np.asarray(negatives, dtype=np.int64)
+        clusters = ScoreClusters.from_units(pos, neg)
+        return cls(
+            tuple(int(x) for x in pos.sum(axis=0)),
+            tuple(int(x) for x in neg.sum(axis=0)),
+            clusters.units,
+            clusters,
+        )
+
     def __add__(self, other: BinnedScores) -> BinnedScores:
         if not isinstance(other, BinnedScores):
             return NotImplemented
         if len(self.positives) != len(other.positives):
             raise ValueError("cannot add BinnedScores with different bins")
+        clusters = None
+        if self.clusters is not None and other.clusters is not None:
+            clusters = self.clusters + other.clusters
         return BinnedScores(
             tuple(a + b for a, b in zip(self.positives, other.positives, strict=True)),
             tuple(a + b for a, b in zip(self.negatives, other.negatives, strict=True)),
             self.n_units + other.n_units,
+            clusters,
         )
 
     @property
     def n_units(self) -> int:
-        """``units`` or, when unknown, the number of labelled requests."""
+        """``units`` or, when unknown, the clustered units or the number of labelled requests."""
         if self.units is not None:
             return self.units
+        if self.clusters is not None:
+            return self.clusters.units
         return sum(self.positives) + sum(self.negatives)
 
 

@@ -28,7 +28,7 @@ from abstats.analysis.rollup import (
 )
 from abstats.db.models import Experiment
 from abstats.engine.specs import MetricSpec
-from abstats.stats import ClusteredHistogram, ConfusionStats, RatioStats
+from abstats.stats import BinnedScores, ClusteredHistogram, ConfusionStats, RatioStats
 
 from .conftest import T0, Events, make_experiment, minutes, write_events
 
@@ -188,7 +188,7 @@ def brute_force(experiment: Experiment, events: Events) -> dict[str, Any]:
             labels[o["request_id"]].append(o["value"])
     confusion: dict[float, dict[str, list[float]]] = {0.5: {}, 0.7: {}}
     loss: dict[str, list[float]] = {}
-    auc: dict[int, tuple[list[int], list[int]]] = {}
+    unit_scores: dict[str, tuple[list[int], list[int]]] = {}
     for p in events.predictions:
         for y in labels.get(p["request_id"], []):
             actual = y >= 0.5
@@ -204,13 +204,22 @@ def brute_force(experiment: Experiment, events: Events) -> dict[str, Any]:
             lu = loss.setdefault(p["unit_id"], [0.0, 0.0])
             lu[0] += -(math.log(s) if actual else math.log(1 - s))
             lu[1] += 1
-            pos, neg = auc.setdefault(vid[p["variant"]], ([0] * SCORE_BINS, [0] * SCORE_BINS))
+            pos, neg = unit_scores.setdefault(p["unit_id"], ([0] * SCORE_BINS, [0] * SCORE_BINS))
             b = min(max(math.floor(p["score"] * SCORE_BINS) + 1, 1), SCORE_BINS) - 1
             (pos if actual else neg)[b] += 1
 
     by_cell: dict[tuple[int, int], list[str]] = defaultdict(list)
     for u in units:
         by_cell[cell(u)].append(u)
+    # AUC: by the unit's variant and epoch, with the units' score moments (clustered DeLong)
+    auc = {
+        c: BinnedScores.from_units(
+            [unit_scores[u][0] for u in members if u in unit_scores],
+            [unit_scores[u][1] for u in members if u in unit_scores],
+        )
+        for c, members in by_cell.items()
+        if any(u in unit_scores for u in members)
+    }
     out: dict[str, Any] = {"cells": {}, "auc": auc}
     for c, members in by_cell.items():
         d = [per_unit[u] for u in members]
@@ -282,7 +291,7 @@ def sql_state(session: Session, experiment: Experiment) -> dict[str, Any]:
         "ctr": aggregate.ratio_cells(session, e, "clicks", "views"),
         "class50": aggregate.classification_cells(session, e, "label", 0.5),
         "class70": aggregate.classification_cells(session, e, "label", 0.7),
-        "auc": aggregate.auc_by_variant(session, e, "label"),
+        "auc": aggregate.auc_cells(session, e, "label"),
         "latency": aggregate.latency_histograms(session, e),
     }
 
@@ -402,9 +411,7 @@ def test_sql_aggregates_equal_brute_force(db_session: Session, two_batches) -> N
             _close(a, b)
             for a, b in zip(hist.cross_increments, ref_hist.cross_increments, strict=True)
         )
-    assert {v: (s.positives, s.negatives) for v, s in got["auc"].items()} == {
-        v: (tuple(p), tuple(n)) for v, (p, n) in ref["auc"].items()
-    }
+    assert got["auc"] == ref["auc"]  # bins, units and the moments' Gram sums, exactly
 
 
 def test_incremental_equals_rebuild_exactly(db_session: Session, two_batches) -> None:

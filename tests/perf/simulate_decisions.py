@@ -61,10 +61,13 @@ from abstats.engine.summarize import (
 )
 from abstats.engine.summarize import summarize as engine_summarize
 from abstats.stats import (
+    AUC_CLUSTER_DEGREE,
     BinnedScores,
     MeanStats,
     ProportionStats,
+    ScoreClusters,
     required_units_per_arm,
+    score_basis_codes,
     wilson_interval,
 )
 
@@ -73,6 +76,11 @@ HOURS = 50.0
 UNITS_PER_HOUR = 2000.0
 BASELINE = 0.10
 BINS = 10
+# AUC rows: labelled requests per unit, and the spread of a unit's own score level (requests of
+# one unit are correlated, as in production: DeLong's variance is clustered by unit)
+AUC_REQUESTS_PER_UNIT = 5
+AUC_UNIT_EFFECT = 0.5
+MOMENTS = 2 * (AUC_CLUSTER_DEGREE + 1)
 SETTLE = timedelta(seconds=5)
 FIXED_N = 14_751  # per arm, p = 0.10 vs 0.11, alpha 0.05 two-sided, power 0.8 (statsmodels)
 
@@ -127,6 +135,40 @@ class Arm:
     guards: list[MeanStats] = field(default_factory=list)
     positives: np.ndarray = field(default_factory=lambda: np.zeros(BINS, dtype=np.int64))
     negatives: np.ndarray = field(default_factory=lambda: np.zeros(BINS, dtype=np.int64))
+    # AUC: units with labelled requests and the Gram sums of their score moments
+    scored_units: int = 0
+    gram: np.ndarray = field(default_factory=lambda: np.zeros((MOMENTS, MOMENTS)))
+
+
+_SCORE_EDGES = np.linspace(-1.5, 3.0, BINS + 1)[1:-1]  # inner edges; the outer bins are open
+_CODES = score_basis_codes(BINS)
+
+
+def add_scores(arm: Arm, rng: np.random.Generator, units: int, *, level: float) -> None:
+    """``units`` new units with labelled requests: a unit's scores share its own level, and the
+    level of every score drifts with ``level`` (an A/A: no variant differs)."""
+    if units == 0:
+        return
+    shape = (units, AUC_REQUESTS_PER_UNIT)
+    label = rng.random(shape) < 0.3
+    score = (
+        level
+        + rng.normal(0.0, AUC_UNIT_EFFECT, (units, 1))
+        + label * 1.0
+        + rng.normal(0.0, 1.0, shape)
+    )
+    bins = np.searchsorted(_SCORE_EDGES, score)
+    arm.positives += np.bincount(bins[label], minlength=BINS)
+    arm.negatives += np.bincount(bins[~label], minlength=BINS)
+    codes = _CODES[bins].astype(float)
+    z = np.hstack(
+        [
+            np.stack([(side * codes**k).sum(axis=1) for k in range(AUC_CLUSTER_DEGREE + 1)], 1)
+            for side in (label, ~label)
+        ]
+    )
+    arm.gram += z.T @ z
+    arm.scored_units += units
 
 
 def simulate(
@@ -196,12 +238,7 @@ def simulate(
                     bucket = settling.setdefault(str(epoch.epoch), {})
                     bucket[variant] = bucket.get(variant, 0) + int(k)
                 if row.auc:
-                    positives = int(rng.binomial(k, 0.3))
-                    level = 0.8 * hours / row.hours  # the score level drifts over the run
-                    edges = np.linspace(-1.5, 3.0, BINS + 1)
-                    edges[0], edges[-1] = -np.inf, np.inf
-                    arm.positives += np.histogram(rng.normal(level + 1.0, 1.0, positives), edges)[0]
-                    arm.negatives += np.histogram(rng.normal(level, 1.0, k - positives), edges)[0]
+                    add_scores(arm, rng, int(k), level=0.8 * hours / row.hours)
                 else:
                     rate = base * (1 + row.lift) if variant != "v1" else base
                     arm.conversions += int(rng.binomial(k, rate))
@@ -211,16 +248,20 @@ def simulate(
         events: dict[str, int] = {}
         for (variant, e), arm in cells.items():
             if row.auc:
-                # as the pipeline aggregates it today: AUC pooled over weight epochs
-                # (abstats.analysis.aggregate.auc_by_variant puts every score in epoch 0)
-                pooled = primary_arms.setdefault(variant, {}).get(0)
-                scores = BinnedScores(
+                # per (variant, epoch) with the units' score moments, as
+                # abstats.analysis.aggregate.auc_cells reads them
+                upper = np.triu_indices(MOMENTS)
+                primary_arms.setdefault(variant, {})[e] = BinnedScores(
                     positives=tuple(int(x) for x in arm.positives),
                     negatives=tuple(int(x) for x in arm.negatives),
-                    units=arm.units,
+                    units=arm.scored_units,
+                    clusters=ScoreClusters(
+                        arm.scored_units, tuple(float(x) for x in arm.gram[upper])
+                    ),
                 )
-                primary_arms[variant][0] = scores if pooled is None else pooled + scores
-                events[variant] = events.get(variant, 0) + arm.units
+                events[variant] = events.get(variant, 0) + int(
+                    arm.positives.sum() + arm.negatives.sum()
+                )
                 continue
             primary_arms.setdefault(variant, {})[e] = ProportionStats(arm.units, arm.conversions)
             events[variant] = events.get(variant, 0) + arm.conversions
