@@ -113,6 +113,9 @@ class ValidatedBatch:
     outcomes: list[OutcomeRow] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     rejected_events: int = 0
+    # the ``ts`` text given to events without a timestamp (the batch's server time), if any:
+    # their identity is the message id alone (``abstats.ingest.repository``)
+    stamped: str | None = None
 
     @property
     def valid_events(self) -> int:
@@ -133,6 +136,7 @@ class _EventChecker:
         self.latest = now + timedelta(seconds=settings.future_tolerance_seconds)
         self.tolerance_text = _human_seconds(settings.future_tolerance_seconds)
         self.now_text = now.isoformat()
+        self.stamped = False  # some event had no timestamp and got ``now_text``
         self.problems: list[tuple[str, str]] = []
 
     def problem(self, name: str, message: str) -> None:
@@ -187,6 +191,7 @@ class _EventChecker:
     def timestamp(self, event: dict[str, Any]) -> str | None:
         value = event.get("timestamp")
         if value is None:
+            self.stamped = True
             return self.now_text
         kind = type(value)
         try:
@@ -341,6 +346,8 @@ def validate_events(
             exposures.append(row)  # type: ignore[arg-type]
         else:
             outcomes.append(row)  # type: ignore[arg-type]
+    if check.stamped:
+        batch.stamped = check.now_text
     return batch
 
 
