@@ -9,7 +9,8 @@
    into ``prediction``, in batches of ``--batch`` over ``--concurrency`` connections, one commit
    per batch, and also as one single stream; the faster counts. Then empties the table. The
    table's indexes include the unique ``(experiment_id, message_id, ts)`` key (migration 0008), so
-   the limit pays for the index that makes ingest idempotent, as the API does.
+   the limit pays for the index that makes ingest idempotent, as the API does; the same COPY
+   without that index is timed too and printed as a second ratio.
 3. Starts the API (uvicorn, ``--workers``) as a subprocess and, from a separate load-generator
    process with ``--concurrency`` connections, posts the same events as JSON batches. Bodies are
    serialised before the clock starts, so the generator measures the API, not itself.
@@ -339,6 +340,17 @@ def main() -> int:
         copy_single = raw_copy(dsn, ["".join(chunks)], 1)
         truncate()
         copy_seconds = min(copy_parallel, copy_single)
+        # the same without the idempotency key, to show what that index costs raw COPY
+        key_index = "uq_prediction_experiment_id_message_id_ts"
+        with engine.begin() as conn:
+            key_ddl = conn.execute(
+                text("SELECT indexdef FROM pg_indexes WHERE indexname = :n"), {"n": key_index}
+            ).scalar_one()
+            conn.execute(text(f"DROP INDEX {key_index}"))
+        copy_keyless = raw_copy(dsn, chunks, args.concurrency)
+        truncate()
+        with engine.begin() as conn:
+            conn.execute(text(key_ddl))
         del chunks
         store_seconds = store_path(engine, row_batches, args.concurrency)
         truncate()
@@ -425,6 +437,11 @@ def main() -> int:
         )
         print(f"API POST /v1/events      {api_rate:,.0f} events/s  ({outcome['seconds']:.1f} s)")
         print(f"ratio API / raw COPY     {api_rate / copy_rate:.2f}   (target >= 0.5, floor 0.25)")
+        keyless_rate = args.events / copy_keyless
+        print(
+            f"ratio API / raw COPY without the idempotency key {api_rate / keyless_rate:.2f}   "
+            f"(raw COPY {keyless_rate:,.0f} events/s, {args.concurrency} streams)"
+        )
         print(f"ratio API / store path   {api_rate / store_rate:.2f}   (HTTP, parsing, validation)")
         print(
             f"API peak RSS             {rss.peak_single / 2**20:.0f} MB per process, "
