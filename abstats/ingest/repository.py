@@ -140,12 +140,13 @@ def copy_insert(
     if not rows:
         return 0
     rows = _first_of_each_key(table, rows, with_ts=not claim)
-    if "features" in table.columns:
+    if "features" in table.columns:  # JSON text (validation makes it) or a dict to serialise
         at = table.columns.index("features")
-        rows = [
-            (*r[:at], None if r[at] is None else orjson.dumps(r[at]).decode(), *r[at + 1 :])
-            for r in rows
-        ]
+        if any(type(r[at]) is dict for r in rows):
+            rows = [
+                (*r[:at], orjson.dumps(r[at]).decode(), *r[at + 1 :]) if type(r[at]) is dict else r
+                for r in rows
+            ]
     data = _csv_text(rows)
     raw = session.connection().connection
     cur: Any = raw.cursor()

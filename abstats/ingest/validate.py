@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from abstats.config import Settings
 from abstats.engine.specs import NAME_PATTERN
 
@@ -199,10 +201,8 @@ class _EventChecker:
                 ts = datetime.fromisoformat(value)
                 # Common case: a plain ISO 8601 string that PostgreSQL reads as is; keep the text
                 # (formatting the datetime again costs more than the parse).
-                if (
-                    _PLAIN_ISO.fullmatch(value)
-                    and EARLIEST <= ts.replace(tzinfo=ts.tzinfo or UTC) <= self.latest
-                ):
+                aware = ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+                if _PLAIN_ISO.fullmatch(value) and EARLIEST <= aware <= self.latest:
                     return str(value) if ts.tzinfo is not None else f"{value}Z"
                 if ts.tzinfo is None:
                     ts = ts.replace(tzinfo=UTC)
@@ -233,7 +233,9 @@ class _EventChecker:
             return None
         return ts.isoformat()
 
-    def features(self, event: dict[str, Any]) -> dict[str, Any] | None:
+    def features(self, event: dict[str, Any]) -> str | None:
+        """The features as JSON text for COPY (serialised here, where the row is built, rather
+        than by rebuilding every row in the repository)."""
         value = event.get("features")
         if value is None:
             return None
@@ -279,7 +281,7 @@ class _EventChecker:
                     f"must be a number or a string, got {_json_type(item)} (features are flat)",
                 )
                 ok = False
-        return value if ok else None
+        return orjson.dumps(value).decode() if ok else None
 
 
 def validate_events(
