@@ -149,14 +149,18 @@ class WeightEpoch(Base):
 
 
 # Event tables: PARTITION BY RANGE (ts), primary key (id, ts), monthly partitions made by
-# abstats.db.partitions; idempotency on (experiment_id, message_id) lives in EventMessage.
+# abstats.db.partitions. Idempotency (abstats.ingest.repository): unique (experiment_id,
+# message_id, ts) per table, which the partitions can enforce (it contains ts); events whose ts
+# the server chose, and /assign's exposures, are also claimed in EventMessage. message_id is
+# COLLATE "C": the write path sorts batches in code-point order, the index's order (migration 0008).
 PARTITIONED_BY_TIME = {"postgresql_partition_by": "RANGE (ts)"}
 
 
 class EventMessage(Base):
-    """One row per accepted event: the claim that makes ``(experiment, kind, message_id)`` unique
-    across the time partitions of the event tables (kind ``e``xposure, ``p``rediction,
-    ``o``utcome)."""
+    """The claim that makes ``(experiment, kind, message_id)`` unique across the time partitions of
+    the event tables (kind ``e``xposure, ``p``rediction, ``o``utcome), for the events whose
+    identity is their message id alone: those stamped by the server and ``/assign``'s exposures
+    (and every event stored before migration 0008)."""
 
     __tablename__ = "event_message"
 
@@ -171,6 +175,13 @@ class Exposure(Base):
     __table_args__ = (
         Index("ix_exposure_experiment_id_unit_id_ts", "experiment_id", "unit_id", "ts"),
         Index("ix_exposure_experiment_id_id", "experiment_id", "id"),
+        Index(
+            "uq_exposure_experiment_id_message_id_ts",
+            "experiment_id",
+            "message_id",
+            "ts",
+            unique=True,
+        ),
         PARTITIONED_BY_TIME,
     )
 
@@ -183,7 +194,7 @@ class Exposure(Base):
     )
     unit_id: Mapped[str] = mapped_column(Text, nullable=False)
     ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
-    message_id: Mapped[str] = mapped_column(Text, nullable=False)
+    message_id: Mapped[str] = mapped_column(Text(collation="C"), nullable=False)
     source: Mapped[str] = mapped_column(String(16), nullable=False, server_default="api")
     ingested_at: Mapped[datetime] = _now()
 
@@ -194,6 +205,13 @@ class Prediction(Base):
         Index("ix_prediction_experiment_id_request_id", "experiment_id", "request_id"),
         Index("ix_prediction_experiment_id_unit_id", "experiment_id", "unit_id"),
         Index("ix_prediction_experiment_id_id", "experiment_id", "id"),
+        Index(
+            "uq_prediction_experiment_id_message_id_ts",
+            "experiment_id",
+            "message_id",
+            "ts",
+            unique=True,
+        ),
         CheckConstraint("latency_ms IS NULL OR latency_ms >= 0", name="latency_nonnegative"),
         PARTITIONED_BY_TIME,
     )
@@ -214,7 +232,7 @@ class Prediction(Base):
     latency_ms: Mapped[float | None] = mapped_column(Float)
     error: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     features: Mapped[dict[str, Any] | None] = mapped_column()
-    message_id: Mapped[str] = mapped_column(Text, nullable=False)
+    message_id: Mapped[str] = mapped_column(Text(collation="C"), nullable=False)
     ingested_at: Mapped[datetime] = _now()
 
 
@@ -224,6 +242,13 @@ class Outcome(Base):
         Index("ix_outcome_experiment_id_unit_id", "experiment_id", "unit_id"),
         Index("ix_outcome_experiment_id_request_id", "experiment_id", "request_id"),
         Index("ix_outcome_experiment_id_id", "experiment_id", "id"),
+        Index(
+            "uq_outcome_experiment_id_message_id_ts",
+            "experiment_id",
+            "message_id",
+            "ts",
+            unique=True,
+        ),
         PARTITIONED_BY_TIME,
     )
 
@@ -236,7 +261,7 @@ class Outcome(Base):
     name: Mapped[str] = mapped_column(String(64), nullable=False)
     value: Mapped[float] = mapped_column(Float, nullable=False)
     ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
-    message_id: Mapped[str] = mapped_column(Text, nullable=False)
+    message_id: Mapped[str] = mapped_column(Text(collation="C"), nullable=False)
     ingested_at: Mapped[datetime] = _now()
 
 

@@ -5,12 +5,17 @@ calendar month (``prediction_p2026_11``) and a ``DEFAULT`` partition that catche
 the monthly ones (old backfills, clock skew). Old months can be detached or dropped in O(1)
 instead of a long ``DELETE``, and the analysis's index range scans stay within recent months.
 
-Idempotency cannot be a unique index on ``(experiment_id, message_id)`` of a table partitioned by
-``ts`` (PostgreSQL requires a partitioned unique index to contain the partition key, and a retried
-event may carry another timestamp), so the write path first claims ``(experiment_id, kind,
-message_id)`` in the unpartitioned ``event_message`` table and inserts only the events whose claim
-is new (``abstats.ingest.repository``). ``experiment_id`` leads every key, which is what a
-distributed PostgreSQL (Citus, distributing by ``experiment_id``) needs.
+Idempotency (migration 0008, ``abstats.ingest.repository``): a partitioned unique index must
+contain the partition key, so each event table has a unique index on ``(experiment_id,
+message_id, ts)``, which PostgreSQL enforces partition by partition. An event with its own
+timestamp is identified by its message id and timestamp, its key lives in its month's partition,
+and it is written once; a resend carries the same ``ts``, lands in the same partition and meets
+the key there. Dropping a month drops its keys with its rows, so within the months kept a resend
+is a duplicate. An event whose ``ts`` the server chose (a resend gets another one) and
+``/assign``'s exposures are identified by message id alone, through a claim of ``(experiment_id,
+kind, message_id)`` in the unpartitioned ``event_message`` table, which outlives the partitions.
+``experiment_id`` leads every key, which is what a distributed PostgreSQL (Citus, distributing by
+``experiment_id``) needs.
 
 ``ensure_partitions`` creates the months from the current one to ``months_ahead`` ahead; it runs
 after every migration and daily in the scheduler. A month whose rows already sit in the default

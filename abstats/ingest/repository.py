@@ -1,19 +1,35 @@
-"""The bulk write path: COPY rows into a per-connection temporary staging table, then one
-statement that claims the batch's message ids and inserts the events whose claim is new::
+"""The bulk write path. An event's identity, what makes a resend a duplicate, is one of two keys:
 
-    WITH fresh AS (INSERT INTO event_message ... ON CONFLICT DO NOTHING RETURNING ...)
-    INSERT INTO prediction ... SELECT ... FROM staging JOIN fresh USING (experiment_id, message_id)
+- ``(experiment_id, message_id, ts)`` for an event that carries its own timestamp (the usual
+  case: the Python client stamps events when they are logged, so a resend carries the same
+  timestamp). A unique index on each event table enforces it; it contains the partition key
+  ``ts``, so PostgreSQL enforces it per time partition (``abstats.db.partitions``), and the event
+  is written once: ``COPY`` straight into the table inside a savepoint. When a row of the batch
+  is already stored (a resend), the COPY fails with a unique violation, the savepoint is rolled
+  back, and the batch goes through a staging table instead::
 
-- Idempotency is the primary key of ``event_message`` on ``(experiment_id, kind, message_id)``
-  (the event tables are partitioned by time, so they cannot hold that unique key themselves; see
-  ``abstats.db.partitions``): a resent event, or the same event in two concurrent requests, is
-  inserted once; the insert's row count tells how many were new, the rest are duplicates. A
-  concurrent claim of the same key waits for the other transaction and then skips the row.
-- Claims are made in ``(experiment_id, message_id)`` order, so two transactions inserting
-  overlapping batches take the unique-index locks in the same order and cannot deadlock.
-- The staging table is ``ON COMMIT DELETE ROWS`` and is also emptied after each use, so a
-  connection can stage several batches in one transaction.
-- Everything runs in the caller's transaction (the request's); nothing commits here.
+      COPY abstats_stage_prediction FROM STDIN;
+      INSERT INTO prediction ... SELECT ... FROM abstats_stage_prediction
+        ORDER BY experiment_id, message_id, ts ON CONFLICT DO NOTHING
+
+  A message id sent again with *another* timestamp is another event (stored again).
+- ``(experiment_id, kind, message_id)`` for an event whose timestamp the server chose (it had
+  none, so a resend gets another one) and for ``/assign``'s exposures (one per unit and weight
+  epoch, whenever it is logged): ``claim=True`` claims the message ids in the unpartitioned
+  ``event_message`` table first and inserts only the events whose claim is new, in one statement
+  (``WITH fresh AS (INSERT INTO event_message ... ON CONFLICT DO NOTHING RETURNING ...) INSERT
+  ...``). That writes such an event twice, as every event was before migration 0008.
+
+Exactly once under concurrent resends: a unique-index insert that meets a key another open
+transaction inserted waits for it, then skips the row (``ON CONFLICT``) or fails the COPY (then
+the staging path skips it). Rows are written in key order (sorted in code-point order here, the
+order of ``message_id COLLATE "C"``; claims in the order of ``event_message``'s key), so two
+transactions writing overlapping batches take the index locks in the same order and cannot
+deadlock. The insert's row count tells how many events were new; the rest are duplicates.
+
+The staging tables are ``ON COMMIT DELETE ROWS`` and are also emptied after each use, so a
+connection can stage several batches in one transaction. Everything runs in the caller's
+transaction (the request's); nothing commits here.
 """
 
 from __future__ import annotations
@@ -26,6 +42,7 @@ from typing import Any
 
 import orjson
 import psycopg2
+import psycopg2.errors
 from sqlalchemy.orm import Session
 
 from abstats.errors import DatabaseUnavailable
@@ -40,6 +57,9 @@ class EventTable:
     staging_ddl: str
 
 
+# the event tables' collation (migration 0008), so that ORDER BY message_id is the index's order
+MESSAGE_ID_DDL = 'message_id text COLLATE "C"'
+
 EXPOSURE = EventTable(
     name="exposure",
     kind="e",
@@ -47,7 +67,8 @@ EXPOSURE = EventTable(
     columns=("experiment_id", "variant_id", "unit_id", "ts", "message_id", "source"),
     staging_ddl=(
         "experiment_id integer, variant_id integer, unit_id text, ts timestamptz, "
-        "message_id text, source varchar(16)"
+        + MESSAGE_ID_DDL
+        + ", source varchar(16)"
     ),
 )
 PREDICTION = EventTable(
@@ -71,7 +92,7 @@ PREDICTION = EventTable(
     staging_ddl=(
         "experiment_id integer, variant_id integer, unit_id text, request_id text, "
         "ts timestamptz, score float8, label float8, value float8, latency_ms float8, "
-        "error boolean, features jsonb, message_id text"
+        "error boolean, features jsonb, " + MESSAGE_ID_DDL
     ),
 )
 OUTCOME = EventTable(
@@ -81,7 +102,7 @@ OUTCOME = EventTable(
     columns=("experiment_id", "unit_id", "request_id", "name", "value", "ts", "message_id"),
     staging_ddl=(
         "experiment_id integer, unit_id text, request_id text, name varchar(64), "
-        "value float8, ts timestamptz, message_id text"
+        "value float8, ts timestamptz, " + MESSAGE_ID_DDL
     ),
 )
 
@@ -94,61 +115,46 @@ def _csv_text(rows: Sequence[tuple[Any, ...]]) -> str:
     return buffer.getvalue()
 
 
-def _first_of_each_message(
-    table: EventTable, rows: Sequence[tuple[Any, ...]]
-) -> Sequence[tuple[Any, ...]]:
-    """Drop repeats of a message id within the batch (the first wins; the others count as
-    duplicates), so that the claim and the insert below meet each message once."""
+def _first_of_each_key(
+    table: EventTable, rows: Sequence[tuple[Any, ...]], *, with_ts: bool
+) -> list[tuple[Any, ...]]:
+    """Drop repeats of an event's key within the batch (the first wins; the others count as
+    duplicates), so that the insert meets each key once; sorted by key (code-point order)."""
     exp = table.columns.index("experiment_id")
     msg = table.columns.index("message_id")
-    seen: set[tuple[Any, Any]] = set()
-    unique = []
+    ts = table.columns.index("ts")
+    unique: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     for row in rows:
-        key = (row[exp], row[msg])
-        if key not in seen:
-            seen.add(key)
-            unique.append(row)
-    return unique if len(unique) < len(rows) else rows
+        key = (row[exp], row[msg], str(row[ts])) if with_ts else (row[exp], row[msg])
+        if key not in unique:
+            unique[key] = row
+    return [unique[key] for key in sorted(unique)]
 
 
-def copy_insert(session: Session, table: EventTable, rows: Sequence[tuple[Any, ...]]) -> int:
-    """Insert ``rows`` (in ``table.columns`` order) skipping existing message ids; returns how many
-    were new."""
+def copy_insert(
+    session: Session, table: EventTable, rows: Sequence[tuple[Any, ...]], *, claim: bool = False
+) -> int:
+    """Insert ``rows`` (in ``table.columns`` order) skipping events already stored; returns how
+    many were new. ``claim``: the identity is the message id alone (``event_message``), else
+    ``(experiment_id, message_id, ts)``; see the module docstring."""
     if not rows:
         return 0
-    rows = _first_of_each_message(table, rows)
-    if "features" in table.columns:
+    rows = _first_of_each_key(table, rows, with_ts=not claim)
+    if "features" in table.columns:  # JSON text (validation makes it) or a dict to serialise
         at = table.columns.index("features")
-        rows = [
-            (*r[:at], None if r[at] is None else orjson.dumps(r[at]).decode(), *r[at + 1 :])
-            for r in rows
-        ]
+        if any(type(r[at]) is dict for r in rows):
+            rows = [
+                (*r[:at], orjson.dumps(r[at]).decode(), *r[at + 1 :]) if type(r[at]) is dict else r
+                for r in rows
+            ]
     data = _csv_text(rows)
-    columns = ", ".join(table.columns)
     raw = session.connection().connection
     cur: Any = raw.cursor()
     try:
         with cur:
-            cur.execute(
-                f"CREATE TEMP TABLE IF NOT EXISTS {table.staging} ({table.staging_ddl}) "
-                "ON COMMIT DELETE ROWS"
-            )
-            cur.copy_expert(
-                f"COPY {table.staging} ({columns}) FROM STDIN WITH (FORMAT csv)",
-                io.StringIO(data),
-                size=1 << 18,
-            )
-            cur.execute(
-                "WITH fresh AS ("
-                " INSERT INTO event_message (experiment_id, kind, message_id)"
-                f" SELECT experiment_id, '{table.kind}', message_id FROM {table.staging}"
-                " ORDER BY experiment_id, message_id"
-                " ON CONFLICT DO NOTHING RETURNING experiment_id, message_id) "
-                f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM {table.staging} "
-                "WHERE (experiment_id, message_id) IN (SELECT experiment_id, message_id FROM fresh)"
-            )
-            inserted: int = cur.rowcount
-            cur.execute(f"DELETE FROM {table.staging}")
+            if claim:
+                return _claim_and_insert(cur, table, data)
+            return _insert(cur, table, data, len(rows))
     except psycopg2.Error as exc:
         # Raw DB-API errors bypass SQLAlchemy's wrapping: map "the server is gone" (and
         # serialization/deadlock failures, which are OperationalErrors too) to a retryable 503.
@@ -171,4 +177,60 @@ def copy_insert(session: Session, table: EventTable, rows: Sequence[tuple[Any, .
             "The database is unreachable or the write could not complete; retry later "
             "(resending the same message_ids is safe)."
         ) from exc
+
+
+def _copy(cur: Any, target: str, columns: str, data: str) -> None:
+    cur.copy_expert(
+        f"COPY {target} ({columns}) FROM STDIN WITH (FORMAT csv)", io.StringIO(data), size=1 << 18
+    )
+
+
+def _stage(cur: Any, table: EventTable, columns: str, data: str) -> None:
+    cur.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {table.staging} ({table.staging_ddl}) "
+        "ON COMMIT DELETE ROWS"
+    )
+    _copy(cur, table.staging, columns, data)
+
+
+def _insert(cur: Any, table: EventTable, data: str, count: int) -> int:
+    """Identity ``(experiment_id, message_id, ts)``: COPY into the table; if an event is already
+    stored, through the staging table with ``ON CONFLICT DO NOTHING`` instead."""
+    columns = ", ".join(table.columns)
+    cur.execute("SAVEPOINT abstats_copy")
+    try:
+        _copy(cur, table.name, columns, data)
+    except psycopg2.errors.UniqueViolation:
+        cur.execute("ROLLBACK TO SAVEPOINT abstats_copy")
+    else:
+        cur.execute("RELEASE SAVEPOINT abstats_copy")
+        return count
+    cur.execute("RELEASE SAVEPOINT abstats_copy")
+    _stage(cur, table, columns, data)
+    cur.execute(
+        f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM {table.staging} "
+        "ORDER BY experiment_id, message_id, ts ON CONFLICT DO NOTHING"
+    )
+    inserted: int = cur.rowcount
+    cur.execute(f"DELETE FROM {table.staging}")
+    return inserted
+
+
+def _claim_and_insert(cur: Any, table: EventTable, data: str) -> int:
+    """Identity ``(experiment_id, kind, message_id)``: claim in ``event_message``, in the order of
+    its primary key (the database's default collation), and insert the events claimed afresh."""
+    columns = ", ".join(table.columns)
+    _stage(cur, table, columns, data)
+    cur.execute(
+        "WITH fresh AS ("
+        " INSERT INTO event_message (experiment_id, kind, message_id)"
+        f" SELECT experiment_id, '{table.kind}', message_id FROM {table.staging}"
+        ' ORDER BY experiment_id, message_id COLLATE "default"'
+        ' ON CONFLICT DO NOTHING RETURNING experiment_id, message_id COLLATE "C" AS message_id) '
+        f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM {table.staging} "
+        "WHERE (experiment_id, message_id) IN (SELECT experiment_id, message_id FROM fresh) "
+        "ON CONFLICT DO NOTHING"
+    )
+    inserted: int = cur.rowcount
+    cur.execute(f"DELETE FROM {table.staging}")
     return inserted

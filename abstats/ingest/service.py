@@ -126,13 +126,27 @@ def _resolver(session: Session) -> Any:
     return resolve
 
 
+def _write(
+    session: Session, table: repository.EventTable, rows: Sequence[Any], stamped: str | None
+) -> int:
+    """Rows whose ``ts`` the server chose (``stamped``) are claimed by message id, since a resend
+    gets another ``ts``; the others are keyed by ``(message_id, ts)`` (``repository``)."""
+    if stamped is None:
+        return repository.copy_insert(session, table, rows)
+    at = table.columns.index("ts")
+    own = [r for r in rows if r[at] != stamped]
+    server = [r for r in rows if r[at] == stamped] if len(own) < len(rows) else []
+    return repository.copy_insert(session, table, own) + repository.copy_insert(
+        session, table, server, claim=True
+    )
+
+
 def store_batch(session: Session, batch: ValidatedBatch) -> int:
     """Write the validated rows; returns how many were new (the rest are duplicates)."""
-    write = repository.copy_insert
     inserted = 0
-    inserted += write(session, repository.EXPOSURE, batch.exposures)
-    inserted += write(session, repository.PREDICTION, batch.predictions)
-    inserted += write(session, repository.OUTCOME, batch.outcomes)
+    inserted += _write(session, repository.EXPOSURE, batch.exposures, batch.stamped)
+    inserted += _write(session, repository.PREDICTION, batch.predictions, batch.stamped)
+    inserted += _write(session, repository.OUTCOME, batch.outcomes, batch.stamped)
     return inserted
 
 
@@ -169,7 +183,9 @@ def store_exposures(
     session: Session, exposures: Sequence[ExposureRecord], *, source: str = "assign"
 ) -> int:
     """Bulk-write exposures whose ids are already resolved (the ``/assign`` batcher); idempotent
-    on ``(experiment_id, message_id)``. Returns how many were new. The caller commits."""
+    on ``(experiment_id, message_id)`` whatever the timestamp (``/assign`` logs one exposure per
+    unit and weight epoch under one message id), so they are claimed in ``event_message``.
+    Returns how many were new. The caller commits."""
     rows = []
     for e in exposures:
         if not e.unit_id or not e.message_id:
@@ -178,4 +194,4 @@ def store_exposures(
         rows.append(
             (e.experiment_id, e.variant_id, e.unit_id, ts.isoformat(), e.message_id, source)
         )
-    return repository.copy_insert(session, repository.EXPOSURE, rows)
+    return repository.copy_insert(session, repository.EXPOSURE, rows, claim=True)

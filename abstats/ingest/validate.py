@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from abstats.config import Settings
 from abstats.engine.specs import NAME_PATTERN
 
@@ -113,6 +115,9 @@ class ValidatedBatch:
     outcomes: list[OutcomeRow] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     rejected_events: int = 0
+    # the ``ts`` text given to events without a timestamp (the batch's server time), if any:
+    # their identity is the message id alone (``abstats.ingest.repository``)
+    stamped: str | None = None
 
     @property
     def valid_events(self) -> int:
@@ -133,6 +138,7 @@ class _EventChecker:
         self.latest = now + timedelta(seconds=settings.future_tolerance_seconds)
         self.tolerance_text = _human_seconds(settings.future_tolerance_seconds)
         self.now_text = now.isoformat()
+        self.stamped = False  # some event had no timestamp and got ``now_text``
         self.problems: list[tuple[str, str]] = []
 
     def problem(self, name: str, message: str) -> None:
@@ -187,6 +193,7 @@ class _EventChecker:
     def timestamp(self, event: dict[str, Any]) -> str | None:
         value = event.get("timestamp")
         if value is None:
+            self.stamped = True
             return self.now_text
         kind = type(value)
         try:
@@ -194,10 +201,8 @@ class _EventChecker:
                 ts = datetime.fromisoformat(value)
                 # Common case: a plain ISO 8601 string that PostgreSQL reads as is; keep the text
                 # (formatting the datetime again costs more than the parse).
-                if (
-                    _PLAIN_ISO.fullmatch(value)
-                    and EARLIEST <= ts.replace(tzinfo=ts.tzinfo or UTC) <= self.latest
-                ):
+                aware = ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+                if _PLAIN_ISO.fullmatch(value) and EARLIEST <= aware <= self.latest:
                     return str(value) if ts.tzinfo is not None else f"{value}Z"
                 if ts.tzinfo is None:
                     ts = ts.replace(tzinfo=UTC)
@@ -228,7 +233,9 @@ class _EventChecker:
             return None
         return ts.isoformat()
 
-    def features(self, event: dict[str, Any]) -> dict[str, Any] | None:
+    def features(self, event: dict[str, Any]) -> str | None:
+        """The features as JSON text for COPY (serialised here, where the row is built, rather
+        than by rebuilding every row in the repository)."""
         value = event.get("features")
         if value is None:
             return None
@@ -274,7 +281,7 @@ class _EventChecker:
                     f"must be a number or a string, got {_json_type(item)} (features are flat)",
                 )
                 ok = False
-        return value if ok else None
+        return orjson.dumps(value).decode() if ok else None
 
 
 def validate_events(
@@ -341,6 +348,8 @@ def validate_events(
             exposures.append(row)  # type: ignore[arg-type]
         else:
             outcomes.append(row)  # type: ignore[arg-type]
+    if check.stamped:
+        batch.stamped = check.now_text
     return batch
 
 

@@ -79,19 +79,49 @@ def test_rows_land_in_their_month_and_old_ones_in_default(db_session: Session) -
     assert repository.copy_insert(db_session, repository.PREDICTION, rows) == 0
 
 
-def test_a_message_id_is_unique_per_experiment_whatever_its_timestamp(db_session: Session) -> None:
+def test_an_event_with_its_own_timestamp_is_keyed_by_message_id_and_timestamp(
+    db_session: Session,
+) -> None:
     experiment_id, variant_id = _experiment(db_session, "part-dup")
+    now = datetime.now(UTC)
+    old = now - timedelta(days=62)
+    first = [_prediction(experiment_id, variant_id, ts, "m-1") for ts in (now, old)]
+    in_batch = [_prediction(experiment_id, variant_id, now, "m-2")] * 3
+    assert repository.copy_insert(db_session, repository.PREDICTION, first) == 2
+    # the same events again (each in its own month's partition) are duplicates, also when sent
+    # with new ones (the batch falls back from COPY to the staging table)
+    again = [*reversed(first), _prediction(experiment_id, variant_id, old, "m-3")]
+    assert repository.copy_insert(db_session, repository.PREDICTION, again) == 1
+    assert repository.copy_insert(db_session, repository.PREDICTION, in_batch) == 1
+    stored = db_session.execute(
+        text("SELECT message_id, ts FROM prediction WHERE experiment_id = :e ORDER BY 1, 2"),
+        {"e": experiment_id},
+    ).all()
+    assert [(m, ts) for m, ts in stored] == [("m-1", old), ("m-1", now), ("m-2", now), ("m-3", old)]
+    claims = db_session.execute(
+        text("SELECT count(*) FROM event_message WHERE experiment_id = :e"), {"e": experiment_id}
+    ).scalar_one()
+    assert claims == 0  # written once: no claim
+
+
+def test_a_claimed_message_id_is_unique_per_experiment_whatever_its_timestamp(
+    db_session: Session,
+) -> None:
+    experiment_id, variant_id = _experiment(db_session, "part-claim")
     now = datetime.now(UTC)
     first = [_prediction(experiment_id, variant_id, now, "m-1")]
     moved = [_prediction(experiment_id, variant_id, now - timedelta(days=62), "m-1")]
     in_batch = [_prediction(experiment_id, variant_id, now, "m-2")] * 3
-    assert repository.copy_insert(db_session, repository.PREDICTION, first) == 1
-    assert repository.copy_insert(db_session, repository.PREDICTION, moved) == 0
-    assert repository.copy_insert(db_session, repository.PREDICTION, in_batch) == 1
+    insert = repository.copy_insert
+    assert insert(db_session, repository.PREDICTION, first, claim=True) == 1
+    assert insert(db_session, repository.PREDICTION, moved, claim=True) == 0
+    assert insert(db_session, repository.PREDICTION, in_batch, claim=True) == 1
     count = db_session.execute(
         text("SELECT count(*) FROM prediction WHERE experiment_id = :e"), {"e": experiment_id}
     ).scalar_one()
     assert count == 2
+    # a claimed event resent with the same timestamp but without the claim is a duplicate too
+    assert insert(db_session, repository.PREDICTION, first) == 0
 
 
 def test_ensure_partitions_is_idempotent_and_leaves_occupied_months(db_session: Session) -> None:
@@ -171,8 +201,11 @@ def test_migration_to_partitions_keeps_rows_ids_and_idempotency(scratch: Engine)
             text("SELECT count(DISTINCT tableoid) FROM prediction")
         ).scalar_one()
         assert months == 6  # five recent months and the default partition (for 4000 days ago)
-        resent = [_prediction(experiment_id, variant_id, now, f"m-{i}") for i in range(5)]
+        resent = [_prediction(experiment_id, variant_id, stamps[i], f"m-{i}") for i in range(5)]
         assert repository.copy_insert(session, repository.PREDICTION, resent) == 0
+        # their claims still hold for a resend whose timestamp the server chooses
+        later = [_prediction(experiment_id, variant_id, now, f"m-{i}") for i in range(5)]
+        assert repository.copy_insert(session, repository.PREDICTION, later, claim=True) == 0
         fresh = [_prediction(experiment_id, variant_id, now, "new")]
         assert repository.copy_insert(session, repository.PREDICTION, fresh) == 1
         new_id = session.execute(

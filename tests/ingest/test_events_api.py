@@ -507,6 +507,36 @@ def test_resend_is_idempotent_and_duplicates_are_counted(
     assert count(db_session, Exposure) == 1 and count(db_session, Outcome) == 1
 
 
+def test_identity_is_the_message_id_and_the_timestamp_or_the_message_id_when_stamped(
+    client: TestClient,
+    ingest_headers: dict[str, str],
+    experiment: dict[str, Any],
+    db_session: Session,
+) -> None:
+    def post(events: list[dict[str, Any]]) -> Any:
+        r = client.post("/v1/events", json={"events": events}, headers=ingest_headers)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    dated = prediction()
+    undated = {k: v for k, v in prediction().items() if k != "timestamp"}
+    assert post([dated, undated]) == {"accepted": 2, "duplicates": 0, "rejected": []}
+    # resent: the same instant spelled otherwise is the same event; the undated one gets another
+    # server time, and its claim on the message id makes it a duplicate all the same
+    respelled = {**dated, "timestamp": "2026-11-22T10:00:00+00:00"}
+    assert post([respelled, undated]) == {"accepted": 0, "duplicates": 2, "rejected": []}
+    assert post([undated, dated]) == {"accepted": 0, "duplicates": 2, "rejected": []}
+    # a message id sent again with another timestamp is another event (docs/events.md)
+    moved = {**dated, "timestamp": "2026-11-22T10:00:01Z"}
+    assert post([moved]) == {"accepted": 1, "duplicates": 0, "rejected": []}
+    stored = db_session.execute(
+        text("SELECT message_id, count(*) FROM prediction GROUP BY 1 ORDER BY 2")
+    ).all()
+    assert sorted(stored) == sorted([(undated["message_id"], 1), (dated["message_id"], 2)])
+    claims = db_session.execute(text("SELECT message_id FROM event_message")).scalars().all()
+    assert claims == [undated["message_id"]]  # only the server-stamped event was claimed
+
+
 def test_store_exposures_for_assign(
     db_session: Session, client: TestClient, experiment: dict[str, Any]
 ) -> None:
@@ -522,6 +552,9 @@ def test_store_exposures_for_assign(
     records = [ExposureRecord(exp_id, variant_id, f"u{i}", now, f"assign-{i}") for i in range(50)]
     assert store_exposures(db_session, records) == 50
     assert store_exposures(db_session, records[:10]) == 0
+    # one exposure per unit and epoch under one message id, whenever /assign logs it again
+    later = [ExposureRecord(exp_id, variant_id, "u0", now + timedelta(seconds=5), "assign-0")]
+    assert store_exposures(db_session, later) == 0
     sources = db_session.scalars(select(Exposure.source).distinct()).all()
     assert sources == ["assign"]
     assert count(db_session, Exposure) == 50

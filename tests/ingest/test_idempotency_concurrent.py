@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -93,3 +95,51 @@ def test_same_batch_3_times_from_4_threads_is_stored_once(
     assert sum(r["accepted"] for r in results) == 900
     assert all(r["accepted"] + r["duplicates"] == 900 and r["rejected"] == [] for r in results)
     assert _counts(committed_engine) == (300, 300, 300)
+
+
+def test_overlapping_timestamped_batches_from_4_threads_are_stored_once(
+    live_server: LiveServer, committed_engine: Engine
+) -> None:
+    """Events with their own timestamps (written by COPY, keyed in their partitions): half of
+    them this month, half 40 days ago (the default partition: past months are not made), so that
+    a batch spans partitions. Each thread resends overlapping windows in its own shuffled order,
+    so the batches meet half-way through each other's rows."""
+    events = _batch(300)  # 900 events
+    start = datetime.now(UTC) - timedelta(seconds=60)
+    for i, event in enumerate(events):
+        ts = start + timedelta(milliseconds=i) - timedelta(days=i % 2 * 40)
+        event["timestamp"] = ts.isoformat()
+    headers = {"Authorization": f"Bearer {live_server.ingest_key}"}
+    barrier = threading.Barrier(4)
+    accepted: list[int] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def sender(k: int) -> None:
+        order = random.Random(k)
+        windows = [events[(k + j) % 4 * 150 : (k + j) % 4 * 150 + 450] for j in range(3)]
+        with httpx.Client(base_url=live_server.url, headers=headers, timeout=60) as http:
+            barrier.wait()
+            for window in windows:
+                body = order.sample(window, len(window))
+                r = http.post("/v1/events", json={"events": body})
+                with lock:
+                    counts = r.json() if r.status_code == 200 else {}
+                    if counts.get("accepted", 0) + counts.get("duplicates", 0) == len(window):
+                        accepted.append(counts["accepted"])
+                    else:
+                        failures.append(f"{r.status_code} {r.text}")
+
+    threads = [threading.Thread(target=sender, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert failures == []
+    assert len(accepted) == 12
+    assert sum(accepted) == 900  # the windows cover every event
+    assert _counts(committed_engine) == (300, 300, 300)
+    with committed_engine.connect() as conn:
+        claims = conn.execute(text("SELECT count(*) FROM event_message")).scalar_one()
+        months = conn.execute(text("SELECT count(DISTINCT tableoid) FROM prediction")).scalar()
+    assert claims == 0 and months == 2
