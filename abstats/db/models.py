@@ -486,7 +486,7 @@ class AnalysisUnitClassification(Base):
 class AnalysisUnitScore(Base):
     """Per unit and label outcome: the unit's labelled predictions as a sparse histogram on the
     score bins (ascending bins with their positives and negatives) and its score moments (AUC
-    with DeLong's variance clustered by unit; migration 0008)."""
+    with DeLong's variance clustered by unit; migration 0009)."""
 
     __tablename__ = "analysis_unit_score"
 

@@ -1,7 +1,7 @@
 """analysis: AUC scores per unit (clustered DeLong variance, AUC stratified by weight epoch)
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-02 18:00:00+00:00
 
 - ``analysis_unit_score`` replaces ``analysis_score_bin``: the labelled predictions per (label
@@ -23,8 +23,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0008"
-down_revision: str | None = "0007"
+revision: str = "0009"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
