@@ -11,7 +11,8 @@ from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from abstats.control import service, whatif
-from abstats.control.assign import ExposureLogger, assign, config_cache
+from abstats.control.assign import assign, config_cache
+from abstats.control.exposures import ExposureLogger
 from abstats.db.engine import get_engine
 from abstats.db.models import Decision
 from abstats.deps import AdminKey, ReadKey, SessionDep, check_scope, request_principal
@@ -194,15 +195,19 @@ def list_decisions(
 # --- /assign: the hot path ----------------------------------------------------------------------
 #
 # Async and free of per-request database work: the API key and the experiment config come from
-# short in-process caches (a miss is loaded in the thread pool), and the exposure goes to the
-# background ExposureLogger.
+# short in-process caches (a miss is loaded in the thread pool), and the exposure is one append to
+# the ExposureLogger's buffer (written by its writer process).
 
 _exposure_logger: ExposureLogger | None = None
 _logger_lock = threading.Lock()
 
 
 def exposure_logger(request: Request | None = None) -> ExposureLogger:
+    """The process's exposure logger; the first request registers its drain at app shutdown."""
     global _exposure_logger
+    logger = _exposure_logger
+    if logger is not None:  # the hot path: no lock
+        return logger
     with _logger_lock:
         if _exposure_logger is None:
             _exposure_logger = ExposureLogger(get_engine)
@@ -214,10 +219,10 @@ def exposure_logger(request: Request | None = None) -> ExposureLogger:
 
 
 def _stop_logger() -> None:
+    """App shutdown: drain the buffer into the database, then stop the writer process."""
     global _exposure_logger
     with _logger_lock:
         if _exposure_logger is not None:
-            _exposure_logger.flush()
             _exposure_logger.stop()
             _exposure_logger = None
 
