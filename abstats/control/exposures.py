@@ -138,6 +138,16 @@ class ExposureLogger:
         """Exposures held: buffered, or sent and not yet acknowledged."""
         return len(self._buffer) + self._unacked_rows
 
+    @property
+    def in_flight(self) -> int:
+        """Exposures sent to the writer process and not yet acknowledged."""
+        return self._unacked_rows
+
+    @property
+    def writer_pid(self) -> int | None:
+        process = self._process
+        return process.pid if process is not None else None
+
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything logged so far is written (or refused); False on timeout."""
         deadline = time.monotonic() + timeout
