@@ -11,8 +11,9 @@ process.
   dies, the flusher starts another one (after a backoff) and sends the unacknowledged batches
   again: the message id ``assign:<epoch>:<unit_id>`` makes a repeat a no-op, so a crash of the
   writer loses nothing the API accepted.
-- Writer process (``ExposureWriter`` in ``run_writer``, started with the ``spawn`` method: no
-  state of the serving process is inherited): one exposure per (experiment, weight epoch, unit),
+- Writer process (``ExposureWriter`` in ``run_writer``: a fresh interpreter started by the
+  flusher, ``python -c``, the pipe one end of a socket pair; nothing of the serving process is
+  inherited, not even its ``__main__``): one exposure per (experiment, weight epoch, unit),
   recently written units are skipped before the database; a batch goes through
   ``abstats.ingest.service.store_exposures`` (COPY into a staging table, ``ON CONFLICT DO
   NOTHING``). A batch the database refuses is split in halves until the refused record is found,
@@ -33,16 +34,19 @@ as an error.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
+import os
 import queue
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -60,6 +64,7 @@ if TYPE_CHECKING:
 Row = tuple[int, int, int, str, float]
 _log = get_logger(__name__)
 _STOP = b""  # the message that tells the writer process to finish and exit
+_WRITER_ENTRY = "from abstats.control.exposures import main; main()"
 
 
 class ExposureLogger:
@@ -92,7 +97,7 @@ class ExposureLogger:
         self._idle = threading.Condition()
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._process: BaseProcess | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._restart_at = 0.0
         self._restart_delay = 0.5
@@ -277,7 +282,7 @@ class ExposureLogger:
     # --- the writer process -----------------------------------------------------------------
 
     def _ensure_writer(self) -> None:
-        if self._process is not None and self._process.is_alive():
+        if self._process is not None and self._process.poll() is None:
             return
         if self._process is not None:
             self._writer_died()
@@ -286,22 +291,24 @@ class ExposureLogger:
         # the next start, should this one fail or its writer die too, waits longer (up to 30 s)
         self._restart_at = time.monotonic() + self._restart_delay
         self._restart_delay = min(self._restart_delay * 2, 30.0)
+        ours, theirs = socket.socketpair()
         try:
             url = self._engine_factory().url.render_as_string(hide_password=False)
-            context = multiprocessing.get_context("spawn")
-            ours, theirs = context.Pipe(duplex=True)
-            process = context.Process(
-                target=run_writer,
-                args=(theirs, url, self.recent_size),
-                name="abstats-exposure-writer",
-                daemon=True,
-            )
-            process.start()
+            with theirs:
+                process = subprocess.Popen(
+                    [sys.executable, "-c", _WRITER_ENTRY, str(theirs.fileno())],
+                    pass_fds=(theirs.fileno(),),
+                    stdin=subprocess.DEVNULL,
+                    env=_writer_environment(),
+                )
+            conn = Connection(ours.detach())
+            # the settings travel over the pipe: no password in the command line or environment
+            conn.send_bytes(orjson.dumps({"url": url, "recent_size": self.recent_size}))
         except Exception:
+            ours.close()
             _log.exception("the exposure writer process did not start; retrying")
             return
-        theirs.close()
-        self._process, self._conn = process, ours
+        self._process, self._conn = process, conn
         self.writer_starts += 1
         for seq in sorted(self._unacked):  # what the previous writer did not acknowledge
             self._send(seq, self._unacked[seq])
@@ -312,10 +319,14 @@ class ExposureLogger:
         if conn is not None:
             conn.close()
         if process is not None:
-            process.join(timeout=1.0)
+            try:
+                process.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
             _log.error(
                 "exposure writer process ended; a new one gets the unacknowledged batches",
-                exitcode=process.exitcode,
+                exitcode=process.returncode,
                 unacknowledged=self._unacked_rows,
             )
 
@@ -326,12 +337,20 @@ class ExposureLogger:
             with contextlib.suppress(OSError):
                 conn.send_bytes(_STOP)
         if process is not None:
-            process.join(timeout=5.0)
-            if process.is_alive():
+            try:
+                process.wait(timeout=5.0)
+            except subprocess.TimeoutExpired:
                 process.kill()
-                process.join(timeout=5.0)
+                process.wait()
         if conn is not None:
             conn.close()
+
+
+def _writer_environment() -> dict[str, str]:
+    """The serving process's environment, with this copy of abstats first on the path."""
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else root}
 
 
 # --- the writer process ------------------------------------------------------------------------
@@ -413,6 +432,14 @@ class ExposureWriter:
         """Let a later /assign of this unit log it again."""
         epoch = int(record.message_id.split(":", 2)[1])
         self._recent.pop((record.experiment_id, epoch, record.unit_id), None)
+
+
+def main() -> None:
+    """The writer process's entry: ``python -c _WRITER_ENTRY <fd>``, its settings the first
+    message on the pipe."""
+    conn = Connection(int(sys.argv[1]))
+    options = orjson.loads(conn.recv_bytes())
+    run_writer(conn, str(options["url"]), int(options["recent_size"]))
 
 
 def run_writer(conn: Connection, url: str, recent_size: int) -> None:
