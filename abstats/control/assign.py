@@ -19,8 +19,9 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import orjson
 from sqlalchemy.orm import Session
 
 from abstats.cache import RefreshingCache
@@ -72,6 +73,9 @@ class AssignmentConfig:
     weight_epoch: int
     variant_ids: dict[str, int]
     model_versions: dict[str, str]
+    _bodies: dict[tuple[str, bool], bytes] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def randomizing(self) -> bool:
@@ -82,6 +86,15 @@ class AssignmentConfig:
         if self.status == "concluded" and self.winner:
             return self.winner
         return self.control
+
+    def answer_body(self, assignment: Assignment) -> bytes:
+        """``assignment.as_dict`` as JSON. Every unit given the same variant gets the same
+        bytes, so they are rendered once per config (a new config is a new object)."""
+        key = (assignment.variant, assignment.forced)
+        body = self._bodies.get(key)
+        if body is None:
+            body = self._bodies[key] = orjson.dumps(assignment.as_dict(self.key, self.status))
+        return body
 
 
 def load_config(session: Session, key: str) -> AssignmentConfig:
