@@ -12,7 +12,7 @@ same app in the same API process.
    assignment: the physical limit of the HTTP stack and the framework on this machine).
 3. A separate load-generator process drives both endpoints with ``--connections`` keep-alive
    HTTP/1.1 connections (closed loop) for ``--seconds`` each: requests/s, p50, p99. Every /assign
-   request uses a new unit id, so every request queues an exposure for the background writer.
+   request uses a new unit id, so every request buffers an exposure for the writer process.
 4. Open loop at half the maximum /assign rate: requests are scheduled at fixed times and latency
    is measured from the scheduled time (no coordinated omission): p50, p99. The constant
    endpoint is driven the same way at the same rate: the machine's own tail latency.
@@ -340,7 +340,7 @@ def main() -> None:
         print(f"ratio /assign : limit = {ratio:.2f} (target >= 0.80)")
         print(f"p99 at half the maximum rate = {half['p99_ms']:.2f} ms (target < 10 ms)")
         print(
-            f"exposures written by the background logger: {exposures} "
+            f"exposures written by the exposure writer: {exposures} "
             f"(requests with a new unit id: {assign['requests'] + half['requests']} + warm-up)"
         )
     finally:
