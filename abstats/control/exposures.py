@@ -34,7 +34,6 @@ as an error.
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import signal
 import socket
@@ -46,7 +45,6 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -64,7 +62,12 @@ if TYPE_CHECKING:
 Row = tuple[int, int, int, str, float]
 _log = get_logger(__name__)
 _STOP = b""  # the message that tells the writer process to finish and exit
-_WRITER_ENTRY = "from abstats.control.exposures import main; main()"
+# the writer imports abstats from where the serving process did: its sys.path (as multiprocessing's
+# spawn does), the pipe's file descriptor after it
+_WRITER_ENTRY = (
+    "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
+    "from abstats.control.exposures import main; main(int(sys.argv[2]))"
+)
 
 
 class ExposureLogger:
@@ -233,15 +236,35 @@ class ExposureLogger:
             count = min(len(self._buffer), self.batch_size)
             self._unacked_rows += count  # first, so that ``pending`` never undercounts
             batch = [self._buffer.popleft() for _ in range(count)]
+            try:
+                payload = orjson.dumps([self._seq + 1, batch])
+            except orjson.JSONEncodeError:  # a unit id JSON cannot carry (a lone surrogate)
+                batch, payload = self._without_unencodable(batch)
+                self._unacked_rows -= count - len(batch)
             self._seq += 1
             self._unacked[self._seq] = batch
-            self._send(self._seq, batch)
+            self._send(self._seq, batch, payload)
 
-    def _send(self, seq: int, batch: list[Row]) -> None:
+    def _without_unencodable(self, batch: list[Row]) -> tuple[list[Row], bytes]:
+        kept = []
+        for row in batch:
+            try:
+                orjson.dumps(row)
+            except orjson.JSONEncodeError:
+                self.rejected += 1
+                _log.error(
+                    "exposure refused: its unit id is not valid text",
+                    unit_id=row[3].encode("utf-8", "backslashreplace").decode()[:300],
+                )
+            else:
+                kept.append(row)
+        return kept, orjson.dumps([self._seq + 1, kept])
+
+    def _send(self, seq: int, batch: list[Row], payload: bytes | None = None) -> None:
         if self._conn is None:
             return
         try:
-            self._conn.send_bytes(orjson.dumps([seq, batch]))
+            self._conn.send_bytes(payload or orjson.dumps([seq, batch]))
         except OSError:
             self._writer_died()  # the batch stays unacknowledged and is sent to the next writer
 
@@ -296,10 +319,15 @@ class ExposureLogger:
             url = self._engine_factory().url.render_as_string(hide_password=False)
             with theirs:
                 process = subprocess.Popen(
-                    [sys.executable, "-c", _WRITER_ENTRY, str(theirs.fileno())],
+                    [
+                        sys.executable,
+                        "-c",
+                        _WRITER_ENTRY,
+                        orjson.dumps(sys.path).decode(),
+                        str(theirs.fileno()),
+                    ],
                     pass_fds=(theirs.fileno(),),
                     stdin=subprocess.DEVNULL,
-                    env=_writer_environment(),
                 )
             conn = Connection(ours.detach())
             # the settings travel over the pipe: no password in the command line or environment
@@ -344,13 +372,6 @@ class ExposureLogger:
                 process.wait()
         if conn is not None:
             conn.close()
-
-
-def _writer_environment() -> dict[str, str]:
-    """The serving process's environment, with this copy of abstats first on the path."""
-    root = str(Path(__file__).resolve().parents[2])
-    path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else root}
 
 
 # --- the writer process ------------------------------------------------------------------------
@@ -434,10 +455,10 @@ class ExposureWriter:
         self._recent.pop((record.experiment_id, epoch, record.unit_id), None)
 
 
-def main() -> None:
-    """The writer process's entry: ``python -c _WRITER_ENTRY <fd>``, its settings the first
-    message on the pipe."""
-    conn = Connection(int(sys.argv[1]))
+def main(fd: int) -> None:
+    """The writer process's entry (``_WRITER_ENTRY``): ``fd`` is its end of the pipe, its
+    settings the first message on it."""
+    conn = Connection(fd)
     options = orjson.loads(conn.recv_bytes())
     run_writer(conn, str(options["url"]), int(options["recent_size"]))
 
@@ -451,7 +472,7 @@ def run_writer(conn: Connection, url: str, recent_size: int) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C: the API stops us
     settings = get_settings()
-    configure_logging(settings.log_level, json=settings.log_json)
+    configure_logging(settings.log_level, json=settings.log_json and not sys.stderr.isatty())
     engine = make_engine(url, settings=settings, pool_size=1)
     stopping = threading.Event()
     inbox: queue.Queue[bytes | None] = queue.Queue()

@@ -132,3 +132,15 @@ def test_app_shutdown_drains_the_exposures_of_assign(committed: Engine) -> None:
             assert r.status_code == 200
     # the lifespan's shutdown hook drained the buffer: no flush was asked for
     assert len(_stored(committed)) == 200
+
+
+def test_a_unit_id_that_is_not_valid_text_costs_only_itself(
+    config: AssignmentConfig, committed: Engine
+) -> None:
+    logger = ExposureLogger(get_engine, flush_seconds=0.05)
+    for unit in ("ok-1", "lone-\ud800", "ok-2"):
+        assert logger.log(config, unit, "v1")
+    assert logger.flush(timeout=30)
+    logger.stop()
+    assert _stored(committed) == ["assign:0:ok-1", "assign:0:ok-2"]
+    assert logger.rejected == 1 and logger.written == 2
