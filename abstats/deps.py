@@ -89,7 +89,7 @@ def check_scope(principal: Principal, scope: str) -> Principal:
 async def request_principal(request: Request) -> Principal:
     """The principal the request guard (``abstats.api.guard``) authenticated before the body was
     read; authenticated here when the app runs without the guard."""
-    principal: Principal | None = getattr(request.state, "principal", None)
+    principal: Principal | None = request.scope.get("state", {}).get("principal")
     if principal is None:
         principal = await principal_of(_bearer(request))
         request.state.principal = principal

@@ -47,7 +47,8 @@ def create_app(*, with_lifespan_hooks: bool = True) -> FastAPI:
         docs_url=None,  # served by abstats.console.docs with local assets (no CDN)
         redoc_url=None,
     )
-    app.state.shutdown_hooks = []
+    # the exposures /assign buffered are written before the process exits
+    app.state.shutdown_hooks = [control.stop_exposure_logger]
     install_problem_handlers(app)
     install_request_guard(app)  # inside the metrics: refused requests are counted too
     install_request_metrics(app)

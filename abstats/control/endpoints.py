@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Mapping
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
-import orjson
 from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from abstats.control import service, whatif
-from abstats.control.assign import ExposureLogger, assign, config_cache
+from abstats.control.assign import assign, config_cache
+from abstats.control.exposures import ExposureLogger
 from abstats.db.engine import get_engine
 from abstats.db.models import Decision
 from abstats.deps import AdminKey, ReadKey, SessionDep, check_scope, request_principal
@@ -194,30 +196,30 @@ def list_decisions(
 # --- /assign: the hot path ----------------------------------------------------------------------
 #
 # Async and free of per-request database work: the API key and the experiment config come from
-# short in-process caches (a miss is loaded in the thread pool), and the exposure goes to the
-# background ExposureLogger.
+# short in-process caches (a miss is loaded in the thread pool), and the exposure is one append to
+# the ExposureLogger's buffer (written by its writer process).
 
 _exposure_logger: ExposureLogger | None = None
 _logger_lock = threading.Lock()
 
 
-def exposure_logger(request: Request | None = None) -> ExposureLogger:
+def exposure_logger() -> ExposureLogger:
+    """The process's exposure logger (``create_app`` drains it at shutdown)."""
     global _exposure_logger
+    logger = _exposure_logger
+    if logger is not None:  # the hot path: no lock
+        return logger
     with _logger_lock:
         if _exposure_logger is None:
             _exposure_logger = ExposureLogger(get_engine)
-            if request is not None:
-                hooks = getattr(request.app.state, "shutdown_hooks", None)
-                if hooks is not None:
-                    hooks.append(_stop_logger)
         return _exposure_logger
 
 
-def _stop_logger() -> None:
+def stop_exposure_logger() -> None:
+    """App shutdown: drain the buffer into the database, then stop the writer process."""
     global _exposure_logger
     with _logger_lock:
         if _exposure_logger is not None:
-            _exposure_logger.flush()
             _exposure_logger.stop()
             _exposure_logger = None
 
@@ -256,13 +258,47 @@ _ASSIGN_PARAMETERS: dict[str, Any] = {
 }
 
 
+class _Answer(Response):
+    """A 200 with a JSON body rendered before the request (``AssignmentConfig.answer_body``):
+    starlette's ``Response`` minus its per-request rendering and header building."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        self.raw_headers = [
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", b"application/json"),
+        ]
+
+
+def _query_value(query_string: bytes, name: str) -> str | None:
+    """``request.query_params.get(name)`` (the last value wins) without building the multidict."""
+    value = None
+    for key, item in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if key == name:
+            value = item
+    return value
+
+
+def _header(scope: Mapping[str, Any], name: bytes) -> str | None:
+    """``request.headers.get(name)`` for a lowercase ``name`` (ASGI header names are lowercase)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
 @router.get("/{key}/assign", openapi_extra=_ASSIGN_PARAMETERS)
 async def assign_unit(request: Request) -> Response:
     """Sticky weighted assignment of ``unit_id`` -> {variant, model_version, weights_epoch}."""
     await _ingest_principal(request)
-    key: str = request.path_params["key"]
-    unit_id = request.query_params.get("unit_id")
-    x_target_variant = request.headers.get("x-target-variant")
+    scope = request.scope
+    key: str = scope["path_params"]["key"]
+    unit_id = _query_value(scope["query_string"], "unit_id")
+    x_target_variant = _header(scope, b"x-target-variant")
     if unit_id is None or not unit_id.strip():
         raise InvalidInput(
             "unit_id is required: GET /v1/experiments/{key}/assign?unit_id=<user or device id>",
@@ -285,13 +321,11 @@ async def assign_unit(request: Request) -> Response:
             f"X-Target-Variant {x_target_variant!r} is not a variant of {key!r}; known: {known}.",
             errors=[FieldProblem("X-Target-Variant", f"must be one of {known}")],
         )
-    logger = exposure_logger(request) if config.randomizing and x_target_variant is None else None
+    logger = exposure_logger() if config.randomizing and x_target_variant is None else None
     result = assign(
         config, unit_id, target_variant=x_target_variant, log=logger.log if logger else None
     )
-    return Response(
-        orjson.dumps(result.as_dict(config.key, config.status)), media_type="application/json"
-    )
+    return _Answer(config.answer_body(result))
 
 
 def clear_caches() -> None:

@@ -7,13 +7,14 @@ import math
 from collections import Counter
 from collections.abc import Iterator
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
 from abstats.control import service
-from abstats.control.assign import rendezvous_variant
+from abstats.control.assign import AssignmentConfig, assign, rendezvous_variant
 from abstats.db.models import Exposure
 from abstats.keys import create_key
 from tests.control.conftest import make_experiment
@@ -163,3 +164,37 @@ def test_forced_variant_and_not_running_answers(
     assert body["variant"] == "v2" and body["status"] == "concluded"  # concluded: the winner
     exposure_logger().flush(timeout=10)
     assert _exposures(committed) == []  # forced and non-running answers are not exposures
+
+
+def test_answers_rendered_once_per_config_match_the_assignment() -> None:
+    config = AssignmentConfig(
+        experiment_id=1,
+        key="pre",
+        status="running",
+        salt=SALT,
+        control="v1",
+        winner=None,
+        weights={"v1": 50.0, "v2": 50.0},
+        weight_epoch=3,
+        variant_ids={"v1": 1, "v2": 2},
+        model_versions={"v1": "m1", "v2": "m2"},
+    )
+    for unit in ("a", "b", "c", "d", "e", "f"):
+        for target in (None, "v1", "v2"):
+            result = assign(config, unit, target_variant=target)
+            assert orjson.loads(config.answer_body(result)) == result.as_dict("pre", "running")
+    assert len(config._bodies) == 4  # two variants, randomized or forced
+
+
+def test_the_last_unit_id_of_a_repeated_parameter_is_assigned(
+    api: tuple[TestClient, dict[str, str]], committed: Engine
+) -> None:
+    from abstats.control.endpoints import exposure_logger
+
+    client, headers = api
+    url = "/v1/experiments/assign-exp/assign"
+    twice = client.get(f"{url}?unit_id=first&unit_id=sec%20ond", headers=headers)
+    assert twice.status_code == 200
+    assert exposure_logger().flush(timeout=10)
+    assert [unit for unit, _ in _exposures(committed)] == ["sec ond"]
+    assert client.get(f"{url}?unit_id=sec+ond", headers=headers).json() == twice.json()

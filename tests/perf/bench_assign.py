@@ -12,7 +12,7 @@ same app in the same API process.
    assignment: the physical limit of the HTTP stack and the framework on this machine).
 3. A separate load-generator process drives both endpoints with ``--connections`` keep-alive
    HTTP/1.1 connections (closed loop) for ``--seconds`` each: requests/s, p50, p99. Every /assign
-   request uses a new unit id, so every request queues an exposure for the background writer.
+   request uses a new unit id, so every request buffers an exposure for the writer process.
 4. Open loop at half the maximum /assign rate: requests are scheduled at fixed times and latency
    is measured from the scheduled time (no coordinated omission): p50, p99. The constant
    endpoint is driven the same way at the same rate: the machine's own tail latency.
@@ -201,6 +201,26 @@ def run_load(**job: Any) -> dict[str, Any]:
 # --- setup --------------------------------------------------------------------------------------
 
 
+def _cpu(pid: int) -> tuple[float, float] | None:
+    """CPU seconds (user + system) of process ``pid`` and of its live child processes, from
+    /proc (Linux; None elsewhere)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def own(p: int) -> float:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+
+    try:
+        children = [
+            int(c)
+            for task in Path(f"/proc/{pid}/task").iterdir()
+            for c in (task / "children").read_text().split()
+        ]
+        return own(pid), sum(own(c) for c in children)
+    except (OSError, ValueError):
+        return None
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -307,8 +327,11 @@ def main() -> None:
             mode="closed", kind="assign", seconds=1.0, **common
         )  # warm-up (caches, JIT-free paths)
         run_load(mode="closed", kind="constant", seconds=1.0, **common)
+        cpu_before = _cpu(api.pid)
         limit = run_load(mode="closed", kind="constant", seconds=args.seconds, **common)
+        cpu_limit = _cpu(api.pid)
         assign = run_load(mode="closed", kind="assign", seconds=args.seconds, **common)
+        cpu_assign = _cpu(api.pid)
         half = run_load(
             mode="open", kind="assign", seconds=args.seconds, rate=assign["rps"] / 2, **common
         )
@@ -338,9 +361,20 @@ def main() -> None:
             f"{'constant open loop, same rate':28}{half_limit['achieved_rps']:>10.0f}{half_limit['p50_ms']:>10.2f}{half_limit['p99_ms']:>10.2f}"
         )
         print(f"ratio /assign : limit = {ratio:.2f} (target >= 0.80)")
+        if cpu_before is not None and cpu_limit is not None and cpu_assign is not None:
+            # CPU per request of the API process (and, apart, of its children: the exposure
+            # writer): unlike req/s, hardly moved by other load on the machine
+            api_limit = (cpu_limit[0] - cpu_before[0]) / limit["requests"] * 1e6
+            api_assign = (cpu_assign[0] - cpu_limit[0]) / assign["requests"] * 1e6
+            children = (cpu_assign[1] - cpu_limit[1]) / assign["requests"] * 1e6
+            print(
+                f"API process CPU per request: constant {api_limit:.0f} us, /assign "
+                f"{api_assign:.0f} us (ratio {api_limit / api_assign:.2f}); its child processes "
+                f"(exposure writer) {children:.0f} us per /assign request"
+            )
         print(f"p99 at half the maximum rate = {half['p99_ms']:.2f} ms (target < 10 ms)")
         print(
-            f"exposures written by the background logger: {exposures} "
+            f"exposures written by the exposure writer: {exposures} "
             f"(requests with a new unit id: {assign['requests'] + half['requests']} + warm-up)"
         )
     finally:

@@ -9,7 +9,6 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -21,10 +20,10 @@ from abstats import keys
 from abstats.api.app import create_app
 from abstats.config import get_settings
 from abstats.control import service
-from abstats.control.assign import ExposureLogger
+from abstats.control.assign import AssignmentConfig
+from abstats.control.exposures import ExposureLogger
 from abstats.db.engine import get_engine, reset_engine
 from abstats.experiments import repository
-from abstats.ingest.service import ExposureRecord
 from tests.control.conftest import make_experiment
 from tests.security.conftest import experiment, field_messages, problem
 
@@ -74,19 +73,23 @@ def test_a_refused_record_costs_only_itself(committed: Engine) -> None:
         exp = repository.get_experiment(session, "batchy")
         variant_id = exp.variants[0].id
         experiment_id = exp.id
-    logger = ExposureLogger(get_engine, flush_seconds=0.5)
-    now = datetime.now(UTC)
-    records = [
-        ExposureRecord(experiment_id, variant_id, f"u{i}", now, f"assign:0:u{i}")
-        for i in range(100)
-    ]
-    records.insert(
-        37, ExposureRecord(experiment_id, variant_id, "bad\x00", now, "assign:0:bad\x00")
+    config = AssignmentConfig(
+        experiment_id=experiment_id,
+        key="batchy",
+        status="running",
+        salt="s",
+        control="v1",
+        winner=None,
+        weights={"v1": 1.0},
+        weight_epoch=0,
+        variant_ids={"v1": variant_id},
+        model_versions={},
     )
-    logger.start()
-    for record in records:
-        logger._idle.clear()
-        logger._queue.put_nowait(record)
+    logger = ExposureLogger(get_engine, flush_seconds=0.5)
+    units = [f"u{i}" for i in range(100)]
+    units.insert(37, "bad\x00")
+    for unit in units:
+        assert logger.log(config, unit, "v1")
     assert logger.flush(timeout=20)
     logger.stop()
     assert _exposure_count(committed, experiment_id) == 100
