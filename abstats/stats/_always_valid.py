@@ -22,17 +22,19 @@ geometric grid of mixing variances ``tau_k^2 = tau^2 g^k`` (``k = 0 .. K-1``) wi
 
     Lambda = sum_k w_k Lambda(tau_k^2).
 
-A convex combination of nonnegative martingales with mean 1 is again one, so Ville's inequality
-applies unchanged (Howard et al. 2021, section 3.3 on mixtures; Ramdas, Ruf, Larsson and Koolen
-(2022), "Admissible anytime-valid sequential inference must rely on nonnegative martingales",
-on mixtures of e-processes). Equivalently the mixing distribution of ``theta - theta_0`` is a
-scale mixture of normals, the "mixture over tau" of Lindon and Malek (2022), "Anytime-valid
-inference for multinomial count data", NeurIPS, section 4; the price of the grid is at most
-``log(1 / w_k)`` on the log scale of the component that fits the effect (Howard et al. 2021,
-the stitching/"union over epochs" argument; Kaufmann and Koolen 2021, "Mixture martingales
-revisited"). :func:`mixing_grid` builds the default grid: ``g = 4``, ``K = 4``, equal weights,
-i.e. effect sizes one, two, four and eight times the tuned one. Effects below the tuned size are
-left to the tuned component: they are not the effects the design is for.
+A convex combination of nonnegative martingales with mean 1 under the null is again one (by
+linearity of conditional expectation), so Ville's inequality applies unchanged; mixing the
+mixtures is the same as one mixture whose distribution of ``theta - theta_0`` is a discrete scale
+mixture of normals (cf. the method of mixtures in Howard et al. 2021, section 3, and Kaufmann
+and Koolen (2021), "Mixture martingales revisited with applications to sequential tests and
+confidence intervals", JMLR 22). Since ``Lambda >= w_k Lambda(tau_k^2)``, the price of the grid is at most
+``log(1 / w_k)`` on ``log Lambda`` for the component that fits the effect. :func:`mixing_grid`
+builds the default grid: ``g = 4``, ``K = 4``, equal weights, i.e. effect sizes one, two, four
+and eight times the tuned one. Effects below the tuned size are left to the tuned component: they
+are not the effects the design is for.
+
+The horizon-calibrated test below keeps a single ``tau^2``: its threshold is calibrated for that
+statistic, and the bounded horizon already keeps it from running long on a large effect.
 """
 
 from __future__ import annotations
