@@ -201,7 +201,8 @@ def sequential_power(
     integration. ``fixed``: the normal power at the horizon; ``group_sequential``: Lan-DeMets
     boundaries at the looks :func:`abstats.stats.compare` would take; ``always_valid``: the
     mixture boundary (horizon-calibrated, or Ville's with the grid mixture above the MDE-tuned
-    mixing variance when there is no horizon). ``units_per_arm`` defaults to ``design.max_units_per_variant``.
+    mixing variance when there is no horizon). ``units_per_arm`` defaults to
+    ``design.max_units_per_variant``.
     """
     horizon = units_per_arm or design.max_units_per_variant
     if horizon is None:
