@@ -40,7 +40,8 @@ Covariate adjustment (CUPED)
 
 Sequential inference
     Mixture SPRT (Johari et al. 2017; Howard et al. 2021): ``always_valid_p_value``,
-    ``confidence_sequence``, ``tuned_mixing_variance``, ``optimal_mixing_ratio``; with a planned
+    ``confidence_sequence``, ``tuned_mixing_variance``, ``optimal_mixing_ratio``, ``mixing_grid``
+    (the grid mixture over several effect sizes); with a planned
     horizon, calibrated for continuous monitoring up to it: ``horizon_test``,
     ``horizon_p_value``, ``horizon_log_threshold``, ``mixture_boundary``.
     Group sequential (Lan and DeMets 1983; Jennison and Turnbull 2000, ch. 19):
@@ -77,6 +78,7 @@ from abstats.stats._always_valid import (
     horizon_log_threshold,
     horizon_p_value,
     horizon_test,
+    mixing_grid,
     mixture_boundary,
     optimal_mixing_ratio,
     tuned_mixing_variance,
@@ -217,6 +219,7 @@ __all__ = [
     "jensen_shannon_distance",
     "log_spaced_bin_edges",
     "minimum_sample_gate",
+    "mixing_grid",
     "mixture_boundary",
     "newcombe_interval",
     "optimal_mixing_ratio",

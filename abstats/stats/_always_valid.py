@@ -13,11 +13,34 @@ Koomen, Pekelis and Walsh (2017), "Peeking at A/B tests", KDD, eq. (7) (mSPRT); 
 McAuliffe and Sekhon (2021), "Time-uniform, nonparametric, nonasymptotic confidence sequences",
 Ann. Statist. 49, eq. (14) (normal mixture) and Proposition 6 (one-sided mixture); Waudby-Smith
 et al. (2021), "Time-uniform central limit theory" for validity with estimated variances.
+
+Grid mixture. One ``tau^2`` is tuned to one effect size (the MDE); an effect several times larger
+is detected later than it could be, because at the sample where it becomes visible ``tau^2 / V``
+is far from the ratio that would be optimal there. The tests therefore mix over a short
+geometric grid of mixing variances ``tau_k^2 = tau^2 g^k`` (``k = 0 .. K-1``) with weights
+``w_k >= 0``, ``sum w_k = 1``:
+
+    Lambda = sum_k w_k Lambda(tau_k^2).
+
+A convex combination of nonnegative martingales with mean 1 under the null is again one (by
+linearity of conditional expectation), so Ville's inequality applies unchanged; mixing the
+mixtures is the same as one mixture whose distribution of ``theta - theta_0`` is a discrete scale
+mixture of normals (cf. the method of mixtures in Howard et al. 2021, section 3, and Kaufmann
+and Koolen (2021), "Mixture martingales revisited with applications to sequential tests and
+confidence intervals", JMLR 22). Since ``Lambda >= w_k Lambda(tau_k^2)``, the price of the grid is at most
+``log(1 / w_k)`` on ``log Lambda`` for the component that fits the effect. :func:`mixing_grid`
+builds the default grid: ``g = 4``, ``K = 4``, equal weights, i.e. effect sizes one, two, four
+and eight times the tuned one. Effects below the tuned size are left to the tuned component: they
+are not the effects the design is for.
+
+The horizon-calibrated test below keeps a single ``tau^2``: its threshold is calibrated for that
+statistic, and the bounded horizon already keeps it from running long on a large effect.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -72,7 +95,58 @@ def tuned_mixing_variance(
     return math.nan
 
 
-def _log_mixture_ratio(x: float, variance: float, mixing_variance: float, one_sided: bool) -> float:
+# Default grid mixture: tau^2 x {1, 4, 16, 64} with equal weights (see the module docstring).
+MIXTURE_GRID_FACTOR = 4.0
+MIXTURE_GRID_SIZE = 4
+
+
+def mixing_grid(
+    mixing_variance: float,
+    *,
+    factor: float = MIXTURE_GRID_FACTOR,
+    size: int = MIXTURE_GRID_SIZE,
+) -> tuple[float, ...]:
+    """The geometric grid ``tau^2 factor^k``, ``k = 0 .. size - 1``, above a tuned ``tau^2``.
+
+    Mixed with equal weights by :func:`always_valid_p_value` and :func:`confidence_sequence`;
+    ``size = 1`` is the single normal mixture. With ``factor = 4`` the components are tuned to
+    effects one, two, four and eight times the one ``tau^2`` was tuned to.
+    """
+    if not (factor > 1 and math.isfinite(factor)) or size < 1:
+        raise ValueError("factor must be > 1 and size >= 1")
+    return tuple(mixing_variance * factor**k for k in range(size))
+
+
+Mixing = float | Sequence[float]
+
+
+def _components(
+    mixing_variance: Mixing, mixing_weights: Sequence[float] | None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(variances, log weights), weights normalised to sum to 1 (equal when not given)."""
+    if isinstance(mixing_variance, int | float):
+        variances: tuple[float, ...] = (float(mixing_variance),)
+    else:
+        variances = tuple(float(v) for v in mixing_variance)
+    if not variances:
+        raise ValueError("mixing_variance must not be empty")
+    for v in variances:
+        if not (v > 0 and math.isfinite(v)):
+            raise ValueError("mixing_variance must be positive and finite")
+    if mixing_weights is None:
+        return variances, (-math.log(len(variances)),) * len(variances)
+    weights = tuple(float(w) for w in mixing_weights)
+    if len(weights) != len(variances):
+        raise ValueError("mixing_weights must match mixing_variance")
+    if not all(w >= 0 and math.isfinite(w) for w in weights) or not sum(weights) > 0:
+        raise ValueError("mixing_weights must be nonnegative, finite and not all zero")
+    total = sum(weights)
+    return variances, tuple(math.log(w / total) if w > 0 else -math.inf for w in weights)
+
+
+def _log_component_ratio(
+    x: float, variance: float, mixing_variance: float, one_sided: bool
+) -> float:
     total = variance + mixing_variance
     log_lr = 0.5 * math.log(variance / total) + x * x * mixing_variance / (2 * variance * total)
     if not one_sided:
@@ -85,18 +159,36 @@ def _log_mixture_ratio(x: float, variance: float, mixing_variance: float, one_si
     )
 
 
-def _check(variance: float, mixing_variance: float) -> None:
+def _log_mixture_ratio(
+    x: float,
+    variance: float,
+    components: tuple[tuple[float, ...], tuple[float, ...]],
+    one_sided: bool,
+) -> float:
+    """``log sum_k w_k Lambda(tau_k^2)`` (a log-sum-exp; exact for one component)."""
+    variances, log_weights = components
+    if len(variances) == 1:
+        return _log_component_ratio(x, variance, variances[0], one_sided)
+    terms = [
+        lw + _log_component_ratio(x, variance, v, one_sided)
+        for v, lw in zip(variances, log_weights, strict=True)
+        if lw > -math.inf
+    ]
+    top = max(terms)
+    return top + math.log(sum(math.exp(t - top) for t in terms))
+
+
+def _check_variance(variance: float) -> None:
     if not (variance > 0 and math.isfinite(variance)):
         raise ValueError("variance must be positive and finite")
-    if not (mixing_variance > 0 and math.isfinite(mixing_variance)):
-        raise ValueError("mixing_variance must be positive and finite")
 
 
 def always_valid_p_value(
     estimate: float,
     variance: float,
     *,
-    mixing_variance: float,
+    mixing_variance: Mixing,
+    mixing_weights: Sequence[float] | None = None,
     null_value: float = 0.0,
     alternative: Alternative = "two-sided",
     previous_p_value: float | None = None,
@@ -107,9 +199,12 @@ def always_valid_p_value(
     ----------
     estimate, variance : float
         The effect estimate and its variance at this look.
-    mixing_variance : float
-        ``tau^2`` (see :func:`tuned_mixing_variance`); fix it before the data, or derive it from
-        the design, not from the observed effect.
+    mixing_variance : float or sequence of float
+        ``tau^2`` (see :func:`tuned_mixing_variance`), or several for a grid mixture (see
+        :func:`mixing_grid`); fix them before the data, or derive them from the design, not from
+        the observed effect.
+    mixing_weights : sequence of float or None
+        Weights of the grid's components, normalised to sum to 1; equal when None.
     null_value : float
         ``theta_0``; e.g. the negative margin of a non-inferiority test.
     alternative : {"two-sided", "greater", "less"}
@@ -123,50 +218,82 @@ def always_valid_p_value(
     float
         In ``[0, 1]``.
     """
-    _check(variance, mixing_variance)
+    _check_variance(variance)
+    components = _components(mixing_variance, mixing_weights)
     x = estimate - null_value
     if alternative == "less":
         x = -x
-    log_lr = _log_mixture_ratio(x, variance, mixing_variance, alternative != "two-sided")
+    log_lr = _log_mixture_ratio(x, variance, components, alternative != "two-sided")
     p = math.exp(-log_lr) if log_lr > 0 else 1.0
     if previous_p_value is not None:
         p = min(p, previous_p_value)
     return min(max(p, 0.0), 1.0)
 
 
+def _half_width(variance: float, mixing_variance: float, log_threshold: float) -> float:
+    """Where one two-sided component reaches ``exp(log_threshold)`` (Howard et al. 2021,
+    eq. (14) with ``2 log(1/alpha)`` replaced by ``2 log_threshold``)."""
+    total = variance + mixing_variance
+    return math.sqrt(
+        variance * total / mixing_variance * (2 * log_threshold + math.log(total / variance))
+    )
+
+
 def confidence_sequence(
     estimate: float,
     variance: float,
     *,
-    mixing_variance: float,
+    mixing_variance: Mixing,
     alpha: float,
+    mixing_weights: Sequence[float] | None = None,
     alternative: Alternative = "two-sided",
 ) -> tuple[float, float]:
-    """The normal-mixture confidence sequence at this look.
+    """The normal-mixture confidence sequence at this look: ``{theta: Lambda(theta) < 1/alpha}``.
 
-    Two-sided: ``estimate +- sqrt(V (V + tau^2) / tau^2 (2 log(1/alpha) + log((V + tau^2)/V)))``
-    (Howard et al. 2021, eq. (14)). One-sided (``greater``: a lower bound, ``less``: an upper
-    bound): the ``x`` at which the half-normal mixture ratio reaches ``1/alpha``, by root finding.
-    The sequence covers the effect at all looks simultaneously with probability ``>= 1 - alpha``,
-    matching :func:`always_valid_p_value` (``null_value`` outside the interval iff
-    ``p <= alpha`` at this look).
+    Two-sided, one component: ``estimate +- sqrt(V (V + tau^2) / tau^2 (2 log(1/alpha) +
+    log((V + tau^2)/V)))`` (Howard et al. 2021, eq. (14)). A grid mixture (``mixing_variance`` a
+    sequence) and the one-sided variants (``greater``: a lower bound, ``less``: an upper bound)
+    solve ``log Lambda(x) = log(1/alpha)`` for the half-width ``x`` by root finding (Brent): the
+    mixture ratio increases in ``|x|`` (in ``x`` one-sided), so the set is an interval around the
+    estimate. The sequence covers the effect at all looks simultaneously with probability
+    ``>= 1 - alpha``, matching :func:`always_valid_p_value` with the same mixture
+    (``null_value`` outside the interval iff ``p <= alpha`` at this look).
     """
-    _check(variance, mixing_variance)
+    _check_variance(variance)
     if not 0 < alpha < 1:
         raise ValueError("alpha must be in (0, 1)")
-    total = variance + mixing_variance
-    half_width = math.sqrt(
-        variance * total / mixing_variance * (2 * math.log(1 / alpha) + math.log(total / variance))
-    )
+    components = _components(mixing_variance, mixing_weights)
+    variances, log_weights = components
+    threshold = math.log(1 / alpha)
+    if len(variances) == 1:
+        half_width = _half_width(variance, variances[0], threshold)
+    else:
+        # sum_k w_k Lambda_k lies between max_k w_k Lambda_k and max_k Lambda_k, so the root lies
+        # between the nearest component half-width at 1/alpha and the nearest at 1/(w_k alpha).
+        low = min(_half_width(variance, v, threshold) for v in variances)
+        high = min(
+            _half_width(variance, v, threshold - lw)
+            for v, lw in zip(variances, log_weights, strict=True)
+            if lw > -math.inf
+        )
+
+        def excess_two_sided(x: float) -> float:
+            return _log_mixture_ratio(x, variance, components, False) - threshold
+
+        if high <= low:
+            half_width = high
+        else:
+            half_width = float(
+                optimize.brentq(excess_two_sided, low, high, xtol=1e-14 * max(high, 1e-300))
+            )
     if alternative == "two-sided":
         return estimate - half_width, estimate + half_width
-    threshold = math.log(1 / alpha)
 
     def excess(x: float) -> float:
-        return _log_mixture_ratio(x, variance, mixing_variance, True) - threshold
+        return _log_mixture_ratio(x, variance, components, True) - threshold
 
-    # The one-sided ratio is at least the two-sided one for x >= 0, so the root lies below the
-    # two-sided half-width.
+    # Each one-sided component is at least its two-sided counterpart for x >= 0, so the root lies
+    # below the two-sided half-width.
     x_star = float(optimize.brentq(excess, 0.0, half_width, xtol=1e-14 * max(half_width, 1e-300)))
     if alternative == "greater":
         return estimate - x_star, math.inf

@@ -31,6 +31,7 @@ from abstats.stats._always_valid import (
     always_valid_p_value,
     confidence_sequence,
     horizon_test,
+    mixing_grid,
     optimal_mixing_ratio,
     tuned_mixing_variance,
 )
@@ -216,7 +217,7 @@ def _always_valid(
     alpha: float,
     alternative: Alternative,
     null_value: float,
-    mixing_variance: float,
+    mixing_variance: tuple[float, ...],
     previous_p: float | None,
 ) -> _Inference:
     p = always_valid_p_value(
@@ -684,13 +685,14 @@ def compare_stratified(
         if not math.isfinite(mixing):
             # No usable effect size (e.g. a relative MDE of a control at 0): narrowest now.
             mixing = optimal_mixing_ratio(tuning_alpha) * variance
+        # A grid mixture from the tuned tau^2 upwards: larger effects stop early too.
         return _always_valid(
             estimate,
             variance,
             alpha=design.alpha,
             alternative=side,
             null_value=null_value,
-            mixing_variance=mixing,
+            mixing_variance=mixing_grid(mixing),
             previous_p=previous_p,
         )
 

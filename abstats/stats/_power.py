@@ -12,6 +12,7 @@ from scipy import optimize, stats
 from abstats.stats._always_valid import (
     confidence_sequence,
     horizon_log_threshold,
+    mixing_grid,
     mixture_boundary,
     optimal_mixing_ratio,
 )
@@ -199,8 +200,9 @@ def sequential_power(
     design's boundaries at ``looks`` (equally spaced when an int) is computed by recursive
     integration. ``fixed``: the normal power at the horizon; ``group_sequential``: Lan-DeMets
     boundaries at the looks :func:`abstats.stats.compare` would take; ``always_valid``: the
-    mixture boundary (horizon-calibrated, or Ville's with the MDE-tuned mixing variance when
-    there is no horizon). ``units_per_arm`` defaults to ``design.max_units_per_variant``.
+    mixture boundary (horizon-calibrated, or Ville's with the grid mixture above the MDE-tuned
+    mixing variance when there is no horizon). ``units_per_arm`` defaults to
+    ``design.max_units_per_variant``.
     """
     horizon = units_per_arm or design.max_units_per_variant
     if horizon is None:
@@ -258,11 +260,12 @@ def sequential_power(
         mixing_over_v = ratio / (1 + ratio) * mde_scale**2 / variance
     bounds_z = []
     for t in fractions:
-        # z boundary: the confidence sequence's half-width with V = 1 and tau^2 / V = q t
+        # z boundary: the confidence sequence's half-width with V = 1 and tau^2 / V = q t (the
+        # grid mixture :func:`abstats.stats.compare` uses above it)
         lower, _ = confidence_sequence(
             0.0,
             1.0,
-            mixing_variance=mixing_over_v * t,
+            mixing_variance=mixing_grid(mixing_over_v * t),
             alpha=alpha,
             alternative="two-sided" if two_sided else "greater",
         )

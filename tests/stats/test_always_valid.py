@@ -15,6 +15,7 @@ from abstats.stats import (
     horizon_log_threshold,
     horizon_p_value,
     horizon_test,
+    mixing_grid,
     mixture_boundary,
     optimal_mixing_ratio,
     tuned_mixing_variance,
@@ -161,3 +162,176 @@ def test_horizon_test_decides_like_its_boundary() -> None:
         == (horizon_test(2.0, 1.0, ratio=r, alpha=0.05, alternative="two-sided")[1])
     )
     assert horizon_test(0.0, 0.5, ratio=r, alpha=0.05, alternative="two-sided", previous_p_value=0.01)[0] == 0.01  # fmt: skip
+
+
+# ------------------------------------------------------------------ grid mixture
+
+
+def test_single_component_reference_values_are_unchanged() -> None:
+    """Values of the single normal mixture from before the grid mixture existed; a one-element
+    grid is the same test."""
+    kwargs = {"variance": 2.5e-5, "mixing_variance": 1e-4}
+    assert always_valid_p_value(0.013, **kwargs) == pytest.approx(0.14967619117642966, rel=1e-12)
+    assert always_valid_p_value(0.013, alternative="greater", **kwargs) == pytest.approx(
+        0.07559574138084525, rel=1e-12
+    )
+    assert always_valid_p_value(-0.013, alternative="less", **kwargs) == pytest.approx(
+        0.07559574138084525, rel=1e-12
+    )
+    assert always_valid_p_value(
+        0.004, null_value=-0.01, alternative="greater", **kwargs
+    ) == pytest.approx(0.0488854091036059, rel=1e-12)
+    low, high = confidence_sequence(0.013, 2.5e-5, mixing_variance=1e-4, alpha=0.05)
+    assert (low, high) == pytest.approx((-0.002411949969445465, 0.028411949969445464), rel=1e-12)
+    low, _ = confidence_sequence(
+        0.013, 2.5e-5, mixing_variance=1e-4, alpha=0.05, alternative="greater"
+    )
+    assert low == pytest.approx(-0.0009499416240300283, rel=1e-9)
+    _, high = confidence_sequence(
+        -0.013, 2.5e-5, mixing_variance=1e-4, alpha=0.1, alternative="less"
+    )
+    assert high == pytest.approx(-0.0006812458688939451, rel=1e-9)
+    for alternative in ("two-sided", "greater", "less"):
+        assert always_valid_p_value(
+            0.011, 2.5e-5, mixing_variance=[1e-4], alternative=alternative
+        ) == always_valid_p_value(0.011, 2.5e-5, mixing_variance=1e-4, alternative=alternative)
+        assert confidence_sequence(
+            0.011,
+            2.5e-5,
+            mixing_variance=mixing_grid(1e-4, size=1),
+            alpha=0.05,
+            alternative=alternative,
+        ) == confidence_sequence(
+            0.011, 2.5e-5, mixing_variance=1e-4, alpha=0.05, alternative=alternative
+        )
+
+
+def test_grid_p_value_is_the_weighted_mixture_of_likelihood_ratios() -> None:
+    estimate, variance = 0.013, 2.5e-5
+    grid = mixing_grid(1e-4)
+    assert grid == pytest.approx((1e-4, 4e-4, 16e-4, 64e-4), rel=1e-15)
+
+    def ratio(tau2: float) -> float:
+        return math.sqrt(variance / (variance + tau2)) * math.exp(
+            estimate**2 * tau2 / (2 * variance * (variance + tau2))
+        )
+
+    p = always_valid_p_value(estimate, variance, mixing_variance=grid)
+    assert p == pytest.approx(1 / (sum(ratio(t) for t in grid) / 4), rel=1e-12)
+    weights = (0.4, 0.3, 0.2, 0.1)
+    weighted = always_valid_p_value(
+        estimate, variance, mixing_variance=grid, mixing_weights=[10 * w for w in weights]
+    )  # weights are normalised
+    assert weighted == pytest.approx(
+        1 / sum(w * ratio(t) for w, t in zip(weights, grid, strict=True)), rel=1e-12
+    )
+
+
+def test_grid_detects_large_effects_earlier_and_costs_little_at_the_tuned_one() -> None:
+    tau2 = tuned_mixing_variance(alpha=0.05, mde=0.02)
+    r = optimal_mixing_ratio(0.05)
+    v_star = 0.02**2 / (1 + r)  # where the single mixture just detects the MDE
+    _, single = confidence_sequence(0.0, v_star, mixing_variance=tau2, alpha=0.05)
+    _, grid = confidence_sequence(0.0, v_star, mixing_variance=mixing_grid(tau2), alpha=0.05)
+    assert single < grid < 1.1 * single  # the price at the tuned effect: under 10% wider
+    # an effect five times the MDE: the variance at which each test just detects it
+    for v in np.geomspace(v_star, 100 * v_star, 200):
+        if always_valid_p_value(0.1, v, mixing_variance=tau2) > 0.05:
+            single_v = v
+            break
+    for v in np.geomspace(v_star, 100 * v_star, 200):
+        if always_valid_p_value(0.1, v, mixing_variance=mixing_grid(tau2)) > 0.05:
+            grid_v = v
+            break
+    assert grid_v > 1.5 * single_v  # detected with at least 1.5x less information
+
+
+@pytest.mark.parametrize("alternative", ["two-sided", "greater", "less"])
+def test_grid_confidence_sequence_is_dual_to_the_p_value(alternative: str) -> None:
+    """At every look of a random walk, the null is outside the sequence iff p <= alpha."""
+    rng = np.random.default_rng(13)
+    alpha, tau2 = 0.05, 2e-4
+    grid = mixing_grid(tau2)
+    decided = undecided = 0
+    drift = -0.03 if alternative == "less" else 0.03
+    for run in range(20):
+        total = 0.0
+        for n in range(1, 101):
+            total += rng.normal(drift * (run % 2), 0.1)  # every second walk has no effect
+            estimate, variance = total / n, 0.01 / n
+            low, high = confidence_sequence(
+                estimate, variance, mixing_variance=grid, alpha=alpha, alternative=alternative
+            )
+            assert low <= estimate <= high
+            p = always_valid_p_value(
+                estimate, variance, mixing_variance=grid, alternative=alternative
+            )
+            if abs(p - alpha) < 1e-9:
+                continue
+            covered = low < 0.0 < high
+            assert covered == (p > alpha)
+            decided += not covered
+            undecided += covered
+        # the edges are the nulls with p = alpha
+        for edge in (low, high):
+            if math.isfinite(edge):
+                p_edge = always_valid_p_value(
+                    estimate,
+                    variance,
+                    mixing_variance=grid,
+                    null_value=edge,
+                    alternative=alternative,
+                )
+                assert p_edge == pytest.approx(alpha, rel=1e-8)
+    assert decided > 0 and undecided > 0  # both sides of the duality were exercised
+
+
+@pytest.mark.parametrize("alternative", ["two-sided", "greater"])
+def test_grid_mixture_is_valid_under_repeated_looks(alternative: str) -> None:
+    """Type-I error under 200 looks of a null random walk stays under alpha (Ville), while
+    a naive z-test at the same looks exceeds it: the simulation can tell the two apart."""
+    rng = np.random.default_rng(20261202)
+    alpha, runs, looks = 0.1, 2000, 200
+    grid = mixing_grid(tuned_mixing_variance(alpha=alpha, mde=0.1))  # sd 1 per observation
+    paths = np.cumsum(rng.normal(0.0, 1.0, size=(runs, looks)), axis=1)
+    n = np.arange(1, looks + 1)
+    rejected = naive = 0
+    z_crit = 1.6448536269514722 if alternative == "two-sided" else 1.2815515655446004
+    for path in paths:
+        estimates = path / n
+        z = path / np.sqrt(n)
+        naive += bool(np.any((np.abs(z) if alternative == "two-sided" else z) > z_crit))
+        p = 1.0
+        for k in range(0, looks, 2):  # every second look: 100 looks
+            p = always_valid_p_value(
+                float(estimates[k]),
+                1.0 / float(n[k]),
+                mixing_variance=grid,
+                alternative=alternative,
+                previous_p_value=p,
+            )
+            if p <= alpha:
+                rejected += 1
+                break
+    rate = rejected / runs
+    se = math.sqrt(alpha * (1 - alpha) / runs)
+    assert rate <= alpha + 2 * se
+    assert naive / runs > alpha + 5 * se
+    assert rejected > 0
+
+
+def test_grid_inputs_are_checked() -> None:
+    with pytest.raises(ValueError):
+        mixing_grid(1e-3, factor=1.0)
+    with pytest.raises(ValueError):
+        mixing_grid(1e-3, size=0)
+    with pytest.raises(ValueError):
+        always_valid_p_value(0.1, 1.0, mixing_variance=[])
+    with pytest.raises(ValueError):
+        always_valid_p_value(0.1, 1.0, mixing_variance=[1.0, -1.0])
+    with pytest.raises(ValueError):
+        always_valid_p_value(0.1, 1.0, mixing_variance=[1.0, 2.0], mixing_weights=[1.0])
+    with pytest.raises(ValueError):
+        confidence_sequence(
+            0.1, 1.0, mixing_variance=[1.0, 2.0], mixing_weights=[0.0, 0.0], alpha=0.05
+        )

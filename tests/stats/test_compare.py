@@ -543,8 +543,10 @@ def test_strata_without_data_are_left_out() -> None:
 
 def test_an_absolute_mde_tunes_absolute_scale_intervals_near_zero() -> None:
     """An error rate near 0 on the absolute scale: the relative MDE times the control's rate is a
-    tiny effect, and a mixture tuned to it gives a confidence sequence tens of times wider than
-    the fixed interval; tuned to an absolute MDE (the guardrail's margin) it is close to it."""
+    tiny effect, and a mixture tuned to it gives a confidence sequence several times wider than
+    the fixed interval (tens of times for a single normal mixture; the grid's components for
+    larger effects narrow it); tuned to an absolute MDE (the guardrail's margin) it is close to
+    it."""
     control, treatment = ProportionStats(20_000, 30), ProportionStats(20_000, 60)
     kwargs = {"alternative": "two-sided", "relative": False}
     fixed = compare(control, treatment, design=InferenceDesign("fixed"), **kwargs)
@@ -555,14 +557,15 @@ def test_an_absolute_mde_tunes_absolute_scale_intervals_near_zero() -> None:
         assert r.absolute_effect == pytest.approx(0.0015)
         assert r.ci_lower < r.absolute_effect < r.ci_upper
         assert width[id(r)] > width[id(fixed)]  # an always-valid interval is never narrower
-    assert width[id(derived)] > 20 * width[id(fixed)]
-    assert width[id(tuned)] < 3 * width[id(fixed)]
+    assert width[id(derived)] > 3 * width[id(fixed)]
+    assert width[id(tuned)] < 2 * width[id(fixed)]
+    assert width[id(derived)] > 1.5 * width[id(tuned)]
     assert tuned.p_value >= fixed.p_value
 
 
 @pytest.mark.parametrize(
     ("design", "early"),
-    [(ALWAYS, (600, 960)), (HORIZON, (520, 920)), (GROUP, (600, 960))],
+    [(ALWAYS, (520, 920)), (HORIZON, (520, 920)), (GROUP, (600, 960))],
     ids=["always", "horizon", "group"],
 )
 def test_sequential_intervals_are_intersected_so_direction_agrees_with_p(

@@ -12,15 +12,18 @@ from abstats.stats import (
     BinnedScores,
     ClusteredHistogram,
     InferenceDesign,
+    always_valid_p_value,
     auc_difference_test,
     clustered_quantile,
     crossing_probability,
     fixed_power,
     log_spaced_bin_edges,
+    mixing_grid,
     required_units_per_arm,
     sample_size_per_arm,
     sequential_power,
     spending_boundaries,
+    tuned_mixing_variance,
 )
 
 # ---------------------------------------------------------------------------------- power
@@ -97,6 +100,29 @@ def test_always_valid_power() -> None:
         sequential_power(horizon, baseline=0.1, mde=0.1, looks=0)
     with pytest.raises(ValueError, match="look"):
         sequential_power(horizon, baseline=0.1, mde=0.1, looks=[])
+
+
+def test_always_valid_power_without_horizon_matches_the_grid_mixture_test() -> None:
+    """The planner's power of the MDE-tuned test is that of the test compare runs (the grid
+    mixture above the tuned tau^2), checked by simulating its p-values at 20 looks; the single
+    mixture's power (0.584 here) is 4-5 standard errors away."""
+    design = InferenceDesign("always_valid", mde_relative=0.05)
+    power = sequential_power(design, baseline=0.1, mde=0.1, units_per_arm=20_000, looks=20)
+    effect = math.log(1.1)
+    var_n = (0.9 / 0.1 + 0.89 / 0.11) / 20_000  # of log(t / c) at 20,000 units per arm
+    grid = mixing_grid(tuned_mixing_variance(alpha=0.05, mde=math.log1p(0.05)))
+    rng = np.random.default_rng(5)
+    runs, hits = 4000, 0
+    fractions = np.arange(1, 21) / 20
+    for _ in range(runs):
+        brownian = np.cumsum(rng.normal(0.0, math.sqrt(1 / 20), 20))
+        for s, w in zip(fractions, brownian, strict=True):
+            estimate = effect + math.sqrt(var_n) * w / s  # N(effect, var_n / s)
+            if always_valid_p_value(estimate, var_n / s, mixing_variance=grid) <= 0.05:
+                hits += 1
+                break
+    se = math.sqrt(power * (1 - power) / runs)
+    assert hits / runs == pytest.approx(power, abs=3 * se)
 
 
 # ------------------------------------------------------------------------------ quantiles
