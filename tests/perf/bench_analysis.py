@@ -1,7 +1,8 @@
 """Benchmark: analysis of one experiment with N predictions (default 10,000,000) and outcomes.
 
-Loads events with COPY into a scratch database (``abstats_bench_analysis`` on the server of
-``ABSTATS_BENCH_DATABASE_URL``, default ``postgresql://postgres@127.0.0.1:5432/postgres``), then
+Loads events with COPY into a scratch database (``ABSTATS_BENCH_SCRATCH``, default
+``abstats_bench_analysis``, on the server of ``ABSTATS_BENCH_DATABASE_URL``, default
+``postgresql://postgres@127.0.0.1:5432/postgres``; it is dropped first), then
 measures in one run:
 
 (a) the limit: one bare ``SELECT variant_id, count(*), sum(x), sum(x*x) ... GROUP BY variant_id``
@@ -43,7 +44,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRATCH = "abstats_bench_analysis"
+SCRATCH = os.environ.get("ABSTATS_BENCH_SCRATCH", "abstats_bench_analysis")
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 REQUESTS_PER_UNIT = 10
 CHUNK = 500_000
