@@ -18,8 +18,9 @@ measures in one run:
 (c) an incremental re-analysis after adding 1% more events, in a fresh process.
 
 It does (a), (a') and (b) first at N/10 events and then again at N, to show that the RSS does not
-grow with the event count. Prints every figure and the ratios (b)/(a), (b)/(a') and (b)/(c); ``--statements``
-also prints the slowest SQL statements of (b) and (c) with their times (where the gap to (a) is).
+grow with the event count. Prints every figure and the ratios (b)/(a), (b)/(a') and (b)/(c);
+``--statements`` also prints the slowest SQL statements of (b) and (c) with their times (where
+the gap to (a) is).
 
     python tests/perf/bench_analysis.py [--events N] [--keep] [--statements]
 """
