@@ -104,6 +104,11 @@ def fixed_point_sum(column: str, digits: int) -> str:
 # analysis process itself only ever receives sums). With the 4 MB default a rebuild spills
 # every hash aggregate to disk.
 FOLD_WORK_MEM = "256MB"
+# Settings of a run's transaction (and of the one-pass limit in tests/perf/bench_analysis.py).
+# No JIT: the planner overestimates the fold's joins of aggregated CTEs by orders of magnitude
+# (51M rows for 100k units), which switches on JIT inlining and optimisation; compiling then took
+# 1.4 s of a 3.7 s statement at 1M predictions (EXPLAIN ANALYZE), more than it could save.
+FOLD_SETTINGS = (f"SET LOCAL work_mem = '{FOLD_WORK_MEM}'", "SET LOCAL jit = off")
 
 # --- cell families: the across-unit sums of analysis_cell, element by element --------------------
 # Every family's first element counts what contributed, so a cell whose first element is 0 is
@@ -559,7 +564,8 @@ def _fold_and_sum(
     )
     if not new_events and change == "same":
         return RollupResult(previous, previous)
-    session.execute(text(f"SET LOCAL work_mem = '{FOLD_WORK_MEM}'"))
+    for setting in FOLD_SETTINGS:
+        session.execute(text(setting))
     params: dict[str, object] = {
         "e": experiment_id,
         "e_lo": previous.exposure_id,
