@@ -148,6 +148,7 @@ from abstats.stats._sufficient import (
     ScoreClusters,
     log_spaced_bin_edges,
     score_basis_codes,
+    score_moments,
 )
 from abstats.stats._tests import (
     TestOutcome,
@@ -228,6 +229,7 @@ __all__ = [
     "required_units_per_arm",
     "sample_size_per_arm",
     "score_basis_codes",
+    "score_moments",
     "sequential_power",
     "sequential_units_per_arm",
     "spending_boundaries",

@@ -100,9 +100,12 @@ def _design_effect(
     b = _fit(basis, v01, neg)
     # weighted least squares with an intercept keeps the weighted means: sum pos * fit = m A
     fit10, fit01 = basis @ a, basis @ b
+    # on the moments' scale (powers of the code, not of x), centred: s_u - m_u A = alpha . z_u
     powers = np.array([scale**-k for k in range(degree + 1)])
-    alpha = np.concatenate([(a - np.eye(degree + 1)[0] * auc) * powers, np.zeros(degree + 1)])
-    beta = np.concatenate([np.zeros(degree + 1), (b - np.eye(degree + 1)[0] * auc) * powers])
+    a[0] -= auc
+    b[0] -= auc
+    alpha = np.concatenate([a * powers, np.zeros(degree + 1)])
+    beta = np.concatenate([np.zeros(degree + 1), b * powers])
     gram = clusters.gram()
     m, n = float(pos.sum()), float(neg.sum())
     k = float(clusters.units)

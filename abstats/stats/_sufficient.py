@@ -369,6 +369,18 @@ def score_basis_codes(bins: int) -> np.ndarray:
     return 2 * np.arange(1, bins + 1, dtype=np.int64) - (bins + 1)
 
 
+def score_moments(positives: ArrayLike, negatives: ArrayLike) -> np.ndarray:
+    """Each unit's ``z_u`` (see :class:`ScoreClusters`) from its bin counts ``positives[u, b]``
+    and ``negatives[u, b]``: an exact integer array of shape ``(units, 2 (degree + 1))``."""
+    pos = np.asarray(positives, dtype=np.int64)
+    neg = np.asarray(negatives, dtype=np.int64)
+    if pos.ndim != 2 or pos.shape != neg.shape:
+        raise ValueError("positives and negatives must be (units, bins) arrays of one shape")
+    codes = score_basis_codes(pos.shape[1])
+    powers = np.vstack([codes**k for k in range(AUC_CLUSTER_DEGREE + 1)]).T  # (B, D + 1)
+    return np.hstack([pos @ powers, neg @ powers])
+
+
 @dataclass(frozen=True, slots=True)
 class ScoreClusters:
     """Per-unit moments of labelled scores, for DeLong's AUC variance clustered by unit.
@@ -396,19 +408,17 @@ class ScoreClusters:
     @classmethod
     def from_units(cls, positives: ArrayLike, negatives: ArrayLike) -> ScoreClusters:
         """From per-unit bin counts: ``positives[u, b]`` and ``negatives[u, b]`` (the reference
-        for the SQL, and what simulations use)."""
-        pos = np.asarray(positives, dtype=np.int64)
-        neg = np.asarray(negatives, dtype=np.int64)
-        if pos.ndim != 2 or pos.shape != neg.shape:
-            raise ValueError("positives and negatives must be (units, bins) arrays of one shape")
-        codes = score_basis_codes(pos.shape[1])
-        powers = np.vstack([codes**k for k in range(AUC_CLUSTER_DEGREE + 1)]).T  # (B, D + 1)
-        z = np.hstack([pos @ powers, neg @ powers])  # (U, 2(D + 1)), exact integers
-        keep = z[:, 0] + z[:, AUC_CLUSTER_DEGREE + 1] > 0
-        z = z[keep].astype(object)  # Python integers: the products are exact, as in SQL
-        gram = z.T @ z
-        upper = np.triu_indices(gram.shape[0])
-        return cls(int(keep.sum()), tuple(float(x) for x in gram[upper]))
+        for the SQL); units without labelled requests are left out."""
+        z = score_moments(positives, negatives)
+        z = z[z[:, 0] + z[:, AUC_CLUSTER_DEGREE + 1] > 0]
+        gram = z.astype(object).T @ z.astype(object)  # Python integers: exact, as in SQL
+        return cls.from_gram(len(z), gram)
+
+    @classmethod
+    def from_gram(cls, units: int, gram: np.ndarray) -> ScoreClusters:
+        """From ``units`` and their ``sum_u z_u z_u^T`` (a symmetric matrix, see :meth:`gram`)."""
+        upper = np.triu_indices(2 * (AUC_CLUSTER_DEGREE + 1))
+        return cls(int(units), tuple(float(x) for x in gram[upper]))
 
     def gram(self) -> np.ndarray:
         """``sum_u z_u z_u^T`` as a symmetric matrix."""

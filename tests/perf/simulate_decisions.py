@@ -67,7 +67,7 @@ from abstats.stats import (
     ProportionStats,
     ScoreClusters,
     required_units_per_arm,
-    score_basis_codes,
+    score_moments,
     wilson_interval,
 )
 
@@ -141,7 +141,6 @@ class Arm:
 
 
 _SCORE_EDGES = np.linspace(-1.5, 3.0, BINS + 1)[1:-1]  # inner edges; the outer bins are open
-_CODES = score_basis_codes(BINS)
 
 
 def add_scores(arm: Arm, rng: np.random.Generator, units: int, *, level: float) -> None:
@@ -158,15 +157,12 @@ def add_scores(arm: Arm, rng: np.random.Generator, units: int, *, level: float) 
         + rng.normal(0.0, 1.0, shape)
     )
     bins = np.searchsorted(_SCORE_EDGES, score)
-    arm.positives += np.bincount(bins[label], minlength=BINS)
-    arm.negatives += np.bincount(bins[~label], minlength=BINS)
-    codes = _CODES[bins].astype(float)
-    z = np.hstack(
-        [
-            np.stack([(side * codes**k).sum(axis=1) for k in range(AUC_CLUSTER_DEGREE + 1)], 1)
-            for side in (label, ~label)
-        ]
-    )
+    one_hot = bins[:, :, None] == np.arange(BINS)  # (units, requests, bins)
+    positives = (one_hot & label[:, :, None]).sum(axis=1)
+    negatives = (one_hot & ~label[:, :, None]).sum(axis=1)
+    arm.positives += positives.sum(axis=0)
+    arm.negatives += negatives.sum(axis=0)
+    z = score_moments(positives, negatives).astype(float)
     arm.gram += z.T @ z
     arm.scored_units += units
 
@@ -250,14 +246,10 @@ def simulate(
             if row.auc:
                 # per (variant, epoch) with the units' score moments, as
                 # abstats.analysis.aggregate.auc_cells reads them
-                upper = np.triu_indices(MOMENTS)
                 primary_arms.setdefault(variant, {})[e] = BinnedScores(
                     positives=tuple(int(x) for x in arm.positives),
                     negatives=tuple(int(x) for x in arm.negatives),
-                    units=arm.scored_units,
-                    clusters=ScoreClusters(
-                        arm.scored_units, tuple(float(x) for x in arm.gram[upper])
-                    ),
+                    clusters=ScoreClusters.from_gram(arm.scored_units, arm.gram),
                 )
                 events[variant] = events.get(variant, 0) + int(
                     arm.positives.sum() + arm.negatives.sum()
